@@ -72,5 +72,116 @@ def info(source: str, scale: str | None, no_markers: bool) -> None:
         _fail(exc)
 
 
+# ----------------------------------------------------------------------------- run
+def _setup_logging(verbose: int) -> None:
+    import logging
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("dask_tracking").setLevel(level if verbose > 0 else logging.INFO)
+
+
+def _cluster_options(f):
+    f = click.option("--gpu", is_flag=True, help="Start a dask_cuda.LocalCUDACluster (one worker per GPU).")(f)
+    f = click.option("--memory-limit", default=None, metavar="SIZE",
+                     help="Memory per local worker, e.g. 4GiB (default: 75% of RAM / workers).")(f)
+    f = click.option("--workers", type=int, default=None, metavar="N",
+                     help="Local worker processes (default: one per CPU core).")(f)
+    f = click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Connect to an existing scheduler (default: $DASK_SCHEDULER_ADDRESS).")(f)
+    return f
+
+
+def _open_cluster(scheduler, workers, memory_limit, gpu, *, announce=True):
+    from .cluster import cluster
+
+    session = cluster("gpu" if gpu else "local", n_workers=workers, memory_limit=memory_limit,
+                      scheduler=scheduler)
+    if announce:
+        click.echo(f"cluster: {session.description}", err=True)
+        if session.dashboard_link:
+            click.echo(f"dashboard: {session.dashboard_link}", err=True)
+    return session
+
+
+@main.command("run")
+@click.argument("source")
+@click.option("-o", "--output", required=True, metavar="OUT.zarr", help="Output zarr store.")
+@_scale_option
+@_cluster_options
+@click.option("--compat", type=click.Choice(["nellie", "fixed"]), default="fixed", show_default=True,
+              help="'nellie': Nellie 1.0.4 bit for bit; 'fixed': its bugs fixed.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT.zarr.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.zarr.")
+@click.option("--tracks", is_flag=True, help="Also write label tracks (napari rows).")
+@click.option("--max-distance-um", type=float, default=1.0, show_default=True,
+              help="Flow gate speed in um/s.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", count=True, help="Log what runs (-v info, -vv debug).")
+def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, compat, resume, overwrite,
+                tracks, max_distance_um, no_progress, verbose) -> None:
+    """Track SOURCE (zarr, OME-Zarr, Nellie folder or raw movie) into OUT.zarr."""
+    from .pipeline import open_source, run
+    from .dataset import validate
+    from .io.output import check_output_path
+
+    _setup_logging(verbose)
+    try:
+        compat_mode = None if compat == "fixed" else compat
+        check_output_path(output, resume=resume, overwrite=overwrite)
+        ds = validate(open_source(source, parse_scale(scale), compat=compat_mode))
+        with _open_cluster(scheduler, workers, memory_limit, gpu) as session:
+            result = run(ds, output, compat=compat_mode, client=session.client, resume=resume,
+                         overwrite=overwrite, tracks=tracks, max_distance_um=max_distance_um,
+                         progress=not no_progress)
+        click.echo(result.summary())
+    except (InputError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------------------- demo
+@main.command("demo")
+@click.option("-o", "--output", default=None, metavar="DIR",
+              help="Folder for demo.zarr and demo.png (default: a new temporary folder).")
+@click.option("--ndim", type=click.Choice(["2", "3"]), default="3", show_default=True)
+@click.option("--frames", type=int, default=6, show_default=True)
+@click.option("--workers", type=int, default=None, metavar="N",
+              help="Run on a LocalCluster of N workers (default: dask's threads, quickest).")
+@click.option("-v", "--verbose", count=True)
+def demo_command(output, ndim, frames, workers, verbose) -> None:
+    """Track a built-in synthetic movie; print a summary and write a PNG figure."""
+    from .demo import run_demo
+
+    _setup_logging(verbose)
+    try:
+        if workers:
+            with _open_cluster(None, workers, None, False) as session:
+                report = run_demo(output, ndim=int(ndim), n_frames=frames, client=session.client)
+        else:
+            report = run_demo(output, ndim=int(ndim), n_frames=frames)
+        click.echo(report.summary())
+    except (InputError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+
+
+# -------------------------------------------------------------------------- export
+@main.command("export")
+@click.argument("store")
+@click.option("--to", "fmt", type=click.Choice(["nellie", "ctc", "napari", "geff"]), required=True,
+              help="Target format.")
+@click.argument("directory")
+@click.option("--overwrite", is_flag=True, help="Replace files already in DIRECTORY.")
+def export_command(store, fmt, directory, overwrite) -> None:
+    """Export a run's output STORE to DIRECTORY as nellie, ctc, napari or geff files."""
+    from .io.output import export
+
+    try:
+        paths = export(store, fmt, directory, overwrite=overwrite)
+        for p in paths:
+            click.echo(str(p))
+    except (InputError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,418 @@
+"""``run``: the whole tracking job as one lazy graph, written to one output store.
+
+Order of work:
+
+1. checks (arguments, dataset structure, output location) before anything is
+   computed or written;
+2. the flow table: computed and persisted first (small, and reassignment's halo
+   depends on its largest displacement), written to ``flow``;
+3. one ``compute`` of every remaining output: per frame, the reassigned labels
+   and branches and the voxel matches of the pair ending at that frame, then the
+   frame's done marker; optionally the tracks.
+
+A resumed run reads the stored flow, restarts the reassignment chain from the
+last frame before the first one not marked done, and writes only the frames
+from there on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .config import gate_radius_um, resolve_compat
+from .dataset import InputError, TrackingDataset, validate
+from .flow.table import FlowTable
+from .io import output as out_store
+
+__all__ = ["RunResult", "run", "open_source"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run wrote.
+
+    Attributes
+    ----------
+    output : Path
+        The output zarr store.
+    n_frames : int
+        Frames of the movie (T).
+    flow_rows : int
+        Rows of the flow table.
+    labelled_voxels : tuple of int
+        Per frame, voxels with a reassigned object label (> 0); frames not
+        computed by this call are read back from the store.
+    frames_computed : tuple of int
+        Frames written by this call (all of them unless resumed).
+    tracks_rows : int or None
+        Rows of the tracks table, None without ``tracks=True``.
+    resumed : bool
+    seconds : float
+        Wall time of the call.
+    """
+
+    output: Path
+    n_frames: int
+    flow_rows: int
+    labelled_voxels: tuple[int, ...]
+    frames_computed: tuple[int, ...]
+    tracks_rows: int | None = None
+    resumed: bool = False
+    seconds: float = 0.0
+    compat: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def summary(self) -> str:
+        """A few lines for a terminal."""
+        lv = self.labelled_voxels
+        lines = [
+            f"output: {self.output}",
+            f"frames: {self.n_frames} ({len(self.frames_computed)} computed"
+            f"{', resumed' if self.resumed else ''})",
+            f"flow rows: {self.flow_rows}",
+            f"labelled voxels (reassigned): frame 0 {lv[0] if lv else 0}, last frame "
+            f"{lv[-1] if lv else 0}, total {sum(lv)}",
+        ]
+        if self.tracks_rows is not None:
+            lines.append(f"track rows: {self.tracks_rows}")
+        lines.append(f"time: {self.seconds:.1f} s, compat={self.compat or 'fixed'}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- inputs
+def open_source(source: Any, scale: Any = None, *, compat: str | None = None) -> TrackingDataset:
+    """A TrackingDataset from a dataset, a zarr/OME-Zarr/Nellie source, or a raw movie.
+
+    A raw movie (as recognised by ``dask_tracking.io.raw.is_raw_source``) goes
+    through :func:`dask_tracking.prepare` first.
+    """
+    if isinstance(source, TrackingDataset):
+        return source if scale is None else source.replace(scale=source.scale.coerce(scale, source.axes))
+    from .io.open import open_dataset
+
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            from .io.raw import is_raw_source
+        except ImportError:
+            is_raw_source = None
+        if is_raw_source is not None and is_raw_source(source):
+            from . import prepare
+
+            log.info("preparing the raw movie %s (compat=%s)", source, compat or "fixed")
+            return prepare(source, scale, compat=compat)
+    return open_dataset(source, scale)
+
+
+def _check_distance(max_distance_um: Any) -> float:
+    gate_radius_um(max_distance_um, 1.0)
+    return float(max_distance_um)
+
+
+def _parameters(ds: TrackingDataset, compat: str | None, max_distance_um: float, tracks: bool,
+                track_label: Any, track_start_frame: int, flow_mode: str) -> dict:
+    return {
+        "compat": compat or "fixed",
+        "max_distance_um": max_distance_um,
+        "flow_mode": flow_mode,
+        "shape": list(ds.shape),
+        "axes": ds.axes,
+        "scale": ds.scale.as_dict(),
+        "tracks": bool(tracks),
+        "track_label": track_label,
+        "track_start_frame": int(track_start_frame),
+        "reassign": {"max_distance_um": 0.5, "note": "FlowInterpolator default, as Nellie's VoxelReassigner"},
+    }
+
+
+def _attrs(ds: TrackingDataset, params: dict) -> dict:
+    import dask as _dask
+    import zarr
+
+    from . import __version__
+
+    return {
+        "format": out_store.OUTPUT_FORMAT,
+        "producer": "dask-tracking",
+        "version": __version__,
+        "parameters": params,
+        "compat": params["compat"],
+        "input": {
+            "source": str(ds.source) if ds.source is not None else None,
+            "shape": list(ds.shape),
+            "axes": ds.axes,
+            "scale": ds.scale.as_dict(),
+            "dtypes": {n: str(a.dtype) for n, a in ds.arrays().items()},
+        },
+        "software": {"dask": _dask.__version__, "zarr": zarr.__version__, "numpy": np.__version__},
+        "status": "running",
+    }
+
+
+# ------------------------------------------------------------------------ execution
+def _client(client: Any) -> Any:
+    if client is not None:
+        return client
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _compute(objs: Sequence[Any], client: Any, progress: bool) -> list:
+    """Compute ``objs`` together: on ``client`` when given, else dask's current scheduler."""
+    objs = list(objs)
+    if not objs:
+        return []
+    if client is not None:
+        futures = client.compute(objs)
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures, notebook=False)
+        return client.gather(futures)
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(dt=1.0):
+            return list(dask.compute(*objs))
+    return list(dask.compute(*objs))
+
+
+# ------------------------------------------------------------------------ task bodies
+def _write_matches(path: str, t: int, matches: Any) -> int:
+    import zarr
+
+    from .backend import to_host
+
+    m = to_host(matches)
+    if m.ndim != 3 or m.shape[1] != 2:
+        m = m.reshape(-1, 2, m.shape[-1] if m.ndim >= 2 else 1)
+    m = m.astype(np.int64, copy=False)
+    g = zarr.open_group(str(path), path="voxel_matches", mode="a")
+    z = g.create_array(str(int(t)), shape=m.shape, dtype="int64",
+                       chunks=(max(min(m.shape[0], 1 << 18), 1), 2, m.shape[2]), overwrite=True)
+    if m.size:
+        z[...] = m
+    z.attrs.update({"pair": [int(t), int(t) + 1], "columns": ["source", "target"]})
+    return int(m.shape[0])
+
+
+def _write_tracks(path: str, data: Any, properties: Any, columns: list[str]) -> int:
+    import zarr
+
+    from .backend import to_host
+
+    rows = np.asarray(to_host(data), dtype=np.float64).reshape(-1, len(columns))
+    n = out_store.write_rows(path, "tracks", rows, {
+        "columns": columns,
+        "units": {"track_id": "id", "t": "frame", "position": "voxel"},
+        "description": "napari tracks layer rows",
+    })
+    g = zarr.open_group(str(path), mode="a")
+    pg = g.require_group("tracks_properties")
+    for name, values in dict(properties or {}).items():
+        v = np.asarray(to_host(values))
+        if v.dtype == object:
+            v = v.astype(str)
+        if v.shape[:1] != (n,):
+            continue
+        out_store.write_rows(path, f"tracks_properties/{name}", v)
+    pg.attrs["description"] = "one array per property of the tracks rows"
+    return n
+
+
+def _resume_state(group: Any, n_frames: int) -> int:
+    """First frame to compute: the first one not marked done."""
+    done = out_store.frames_done(group)
+    if "flow" not in group or not group.attrs.get("flow_done", False):
+        return 0
+    not_done = np.flatnonzero(~done)
+    return int(not_done[0]) if len(not_done) else n_frames
+
+
+# ----------------------------------------------------------------------------- run
+def run(
+    dataset: Any,
+    output: Any,
+    *,
+    compat: Any = None,
+    client: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    tracks: bool = False,
+    max_distance_um: float = 1.0,
+    flow_mode: str = "auto",
+    track_label: int | None = None,
+    track_start_frame: int = 0,
+    scale: Any = None,
+    progress: bool = False,
+) -> RunResult:
+    """Run the whole tracking stage and write every output to one zarr v3 store.
+
+    Parameters
+    ----------
+    dataset : TrackingDataset, str or Path
+        The six inputs (see :func:`dask_tracking.open_dataset`) or a raw movie
+        (prepared with :func:`dask_tracking.prepare` first).
+    output : str or Path
+        The output store, e.g. ``"out.zarr"`` (layout in :mod:`dask_tracking.io.output`).
+    compat : {None, "nellie"}
+        ``"nellie"``: Nellie 1.0.4 bit for bit; None: the reference's bugs fixed.
+    client : distributed.Client, optional
+        Where to compute; default the current client if any, else dask's
+        default scheduler (see :func:`dask_tracking.cluster`).
+    resume : bool
+        Continue a run interrupted in ``output``: frames marked done are kept.
+    overwrite : bool
+        Replace an existing output store. Without ``resume`` or ``overwrite`` an
+        existing output is an error and is left untouched.
+    tracks : bool
+        Also compute label tracks (napari rows) and write ``tracks``.
+    max_distance_um : float
+        Flow gate speed in um/s (HuMomentTracking's ``max_distance_um``).
+    flow_mode : str
+        Passed to :func:`dask_tracking.estimate_flow` as ``mode``.
+    track_label, track_start_frame
+        Passed to :func:`dask_tracking.label_tracks` (``label``, ``start_frame``).
+    scale : mapping or sequence, optional
+        Override or supply the scale (T in s, Z/Y/X in um).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    InputError
+        Bad arguments, a bad dataset, an output that exists without ``resume``
+        or ``overwrite``, an unwritable output, or a store that was written with
+        other parameters; always before any work or write.
+    """
+    start_time = time.perf_counter()
+    compat = resolve_compat(compat)
+    max_distance_um = _check_distance(max_distance_um)
+    if not isinstance(track_start_frame, (int, np.integer)) or track_start_frame < 0:
+        raise InputError(f"track_start_frame must be a non-negative integer, got {track_start_frame!r}")
+    path = out_store.check_output_path(output, resume=resume, overwrite=overwrite)
+    ds = validate(open_source(dataset, scale, compat=compat))
+    if track_start_frame >= ds.n_frames:
+        raise InputError(
+            f"track_start_frame must be below the number of frames ({ds.n_frames}), got {track_start_frame}"
+        )
+    from .flow import estimate_flow
+    from .reassign import reassign_labels
+
+    label_tracks = None
+    if tracks:
+        from .tracks import label_tracks
+
+    params = _parameters(ds, compat, max_distance_um, tracks, track_label, track_start_frame, flow_mode)
+    attrs = _attrs(ds, params)
+    resumed = bool(resume and path.exists())
+    if resumed:
+        group = out_store.open_output(path, mode="r+")
+        out_store.check_resumable(group, attrs)
+        first = _resume_state(group, ds.n_frames)
+    else:
+        group = out_store.create_output(path, ds, attrs, overwrite=overwrite)
+        first = 0
+    client = _client(client)
+    T = ds.n_frames
+    log.info("run: %s -> %s (%d frames, compat=%s, first frame to compute %d)",
+             ds.source, path, T, compat or "fixed", first)
+
+    # 1. flow, computed and persisted first
+    if resumed and group.attrs.get("flow_done", False):
+        flow = FlowTable.from_zarr(group)
+        flow = FlowTable(_compute(flow.pairs, None, False), flow.ndim, flow.n_frames, flow.attrs)
+        log.info("flow: read %d rows from the store", sum(len(p) for p in flow.pairs))
+    else:
+        log.info("flow: estimating (max_distance_um=%g um/s)", max_distance_um)
+        lazy = estimate_flow(ds, max_distance_um=max_distance_um, compat=compat, mode=flow_mode)
+        pairs = _compute(lazy.pairs, client, progress)
+        flow = FlowTable(pairs, lazy.ndim, lazy.n_frames, lazy.attrs)
+        flow.to_zarr(group, "flow", overwrite=True)
+        group.attrs.update({"flow_done": True})
+        first = 0
+    flow_rows = int(sum(len(p) for p in flow.pairs))
+
+    # 2. reassignment chain and tracks: one compute
+    objs: list[Any] = []
+    frames = list(range(first, T))
+    counts_for: list[int] = []
+    if frames:
+        initial = None
+        if first > 0:
+            initial = (first - 1,
+                       da.from_zarr(group["labels_reassigned"])[first - 1],
+                       da.from_zarr(group["branches_reassigned"])[first - 1])
+        kwargs: dict[str, Any] = {"compat": compat}
+        if initial is not None:
+            if "initial" in inspect.signature(reassign_labels).parameters:
+                kwargs["initial"] = initial
+            else:  # pragma: no cover - depends on the stage's version
+                log.warning("reassign_labels has no 'initial': recomputing every frame")
+                frames = list(range(0, T))
+        reassigned = reassign_labels(ds, flow, **kwargs)
+        spath = str(path)
+        for t in frames:
+            deps = []
+            for name, arr in (("labels_reassigned", reassigned.labels),
+                              ("branches_reassigned", reassigned.branches)):
+                target = group[name]
+                src = arr[t:t + 1].astype(np.int32).rechunk(target.chunks)
+                region = (slice(t, t + 1),) + tuple(slice(0, s) for s in ds.spatial_shape)
+                deps.append(da.store(src, target, regions=region, lock=False, compute=False,
+                                     return_stored=False))
+            if t >= 1:
+                deps.append(dask.delayed(_write_matches)(spath, t - 1, reassigned.matches[t - 1]))
+            objs.append(dask.delayed(out_store.mark_frame_done)(spath, t, *deps))
+            objs.append(da.count_nonzero(reassigned.labels[t]))
+            counts_for.append(t)
+    n_track_rows = None
+    if tracks and not (resumed and group.attrs.get("tracks_done", False)):
+        tr = label_tracks(ds, flow, label=track_label, start_frame=track_start_frame, compat=compat)
+        cols = ["track_id", "t", *ds.axes[1:].lower()]
+        objs.append(dask.delayed(_write_tracks)(str(path), tr.data, getattr(tr, "properties", None), cols))
+    log.info("writing %d frames%s", len(frames), " and tracks" if tracks else "")
+    results = _compute(objs, client, progress)
+    if tracks and len(results) > 2 * len(frames):
+        n_track_rows = int(results[-1])
+        group.attrs.update({"tracks_done": True})
+    elif tracks:
+        n_track_rows = int(group["tracks"].shape[0])
+
+    counts = dict(zip(counts_for, (int(c) for c in results[1:2 * len(frames):2])))
+    missing = [t for t in range(T) if t not in counts]
+    if missing:
+        stored = da.from_zarr(group["labels_reassigned"])
+        vals = _compute([da.count_nonzero(stored[t]) for t in missing], None, False)
+        counts.update(zip(missing, (int(v) for v in vals)))
+    labelled = tuple(counts[t] for t in range(T))
+    seconds = time.perf_counter() - start_time
+    group.attrs.update({
+        "status": "complete",
+        "flow_rows": flow_rows,
+        "labelled_voxels": list(labelled),
+        "tracks_rows": n_track_rows,
+        "seconds_last_call": round(seconds, 3),
+    })
+    log.info("done in %.1f s: %d flow rows, %d labelled voxels at frame 0", seconds, flow_rows, labelled[0])
+    return RunResult(path, T, flow_rows, labelled, tuple(frames), n_track_rows, resumed, seconds,
+                     compat)
