@@ -304,10 +304,9 @@ def _export_napari(group: Any, out: Path, *, overwrite: bool = False) -> list[Pa
     if "tracks_properties" in group:
         for name in group["tracks_properties"].array_keys():
             props[name] = np.asarray(group[f"tracks_properties/{name}"][...])
-    header = ",".join(columns + list(props))
     table = [rows] + [np.asarray(v, dtype=np.float64).reshape(-1, 1) for v in props.values()
                       if np.issubdtype(np.asarray(v).dtype, np.number)]
     header = ",".join(columns + [k for k, v in props.items() if np.issubdtype(v.dtype, np.number)])
     np.savetxt(csv, np.hstack(table) if len(table) > 1 else rows, delimiter=",", header=header,
-               comments="", fmt="%.10g")
+               comments="", fmt="%.17g")
     return [npy, csv]
