@@ -1,0 +1,216 @@
+"""``estimate_flow``: the lazy graph of marker features and frame-pair matching.
+
+Graph, per frame t (every task holds at most one block plus its halo):
+
+1. ``scan`` per spatial block (core + 1 voxel): the markers of the core, their
+   ROI half-width ``ceil(2 * maxfilter(distance))`` and the block minimum of the
+   log-transformed preprocessed image.
+2. ``summary`` per frame (tiny): the frame-global padded cube side ``R``, the
+   log shift, the ROI layout (Nellie's dense cube or streaming) and a check
+   that every ROI fits the halo.
+3. ``features`` per block (core + halo of the largest ROI half-width, from
+   :mod:`dask_tracking.blocks`): stats and log Hu moments of the core's markers.
+4. ``frame`` per frame: the block features in raster order.
+5. ``match`` per frame pair (t, t+1): rows in Nellie's layout. Frame t's
+   features feed pairs (t-1, t) and (t, t+1) and are computed once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dask
+import numpy as np
+
+from ..blocks import halo_voxels, iter_blocks
+from ..config import gate_radius_um, resolve_compat
+from ..dataset import InputError, TrackingDataset, validate
+from .features import FrameFeatures, block_features, log_min, roi_radius_at
+from .matching import flow_rows, match_frames
+from .regions import ChunkGrid
+from .table import FlowTable
+
+__all__ = ["FlowParams", "estimate_flow", "MODES"]
+
+#: Accepted values of ``mode``.
+MODES: tuple[str, ...] = ("auto", "dense", "sparse")
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """Parameters of the flow stage (validated; see :func:`estimate_flow`)."""
+
+    max_distance_um: float = 1.0
+    compat: str | None = None
+    mode: str = "auto"
+    max_dense_pairs: int = int(1e7)
+    max_dense_roi_voxels: int = int(5e7)
+    low_memory: bool = False
+    max_radius_um: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compat", resolve_compat(self.compat))
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
+        for name in ("max_dense_pairs", "max_dense_roi_voxels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise InputError(f"{name} must be a non-negative integer, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        gate_radius_um(self.max_distance_um, 1.0)
+        object.__setattr__(self, "max_distance_um", float(self.max_distance_um))
+        try:
+            r = float(self.max_radius_um)
+        except (TypeError, ValueError):
+            r = float("nan")
+        if not (math.isfinite(r) and r > 0):
+            raise InputError(f"max_radius_um must be a positive number (um), got {self.max_radius_um!r}")
+        object.__setattr__(self, "max_radius_um", r)
+        object.__setattr__(self, "low_memory", bool(self.low_memory))
+
+
+def roi_halo(params: FlowParams, spacing: tuple[float, ...]) -> tuple[int, ...]:
+    """Halo (voxels per axis) that holds every marker's ROI box.
+
+    The marker stage clamps the distance image at ``2 * max_radius_um / sX`` voxels,
+    so the ROI half-width ``ceil(2 * maxfilter(distance))`` is at most
+    ``ceil(4 * max_radius_um / sX)`` voxels, the same count on every axis (spec
+    1.3 step 4, B11). One more voxel covers rounding.
+    """
+    d = len(spacing)
+    return halo_voxels(4.0 * params.max_radius_um, (spacing[-1],) * d, extra_voxels=1)
+
+
+def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, compat: Any = None,
+                  mode: str = "auto", max_dense_pairs: int = int(1e7),
+                  max_dense_roi_voxels: int = int(5e7), low_memory: bool = False,
+                  max_radius_um: float = 1.0, num_t: int | None = None) -> FlowTable:
+    """Flow vectors by Hu-moment marker matching (Nellie's HuMomentTracking), lazily.
+
+    Parameters
+    ----------
+    dataset : TrackingDataset
+        Uses ``raw``, ``preprocessed``, ``distance`` and ``markers`` (TZYX or TYX).
+    max_distance_um : float
+        A speed in um/s (as in Nellie, spec B9): the gate radius is
+        ``D = max(max_distance_um * dt, 0.5)`` um.
+    compat : {None, "nellie"}
+        ``"nellie"`` reproduces Nellie 1.0.4 on CPU bit for bit (float16 costs,
+        duplicate mutual-best rows, uint16 variance overflow, its tie rules).
+        ``None`` (default) fixes spec B1, B13 and B22: float64 variance, one row per
+        pair, one gate ``<= D`` and float64 costs in both matching paths.
+    mode : {"auto", "dense", "sparse"}
+        Matching path; ``"auto"`` is dense iff ``N_post * N_pre <= max_dense_pairs``.
+    max_dense_pairs : int
+        See ``mode``.
+    max_dense_roi_voxels : int
+        Compat only: frames with ``N * R**d`` above this use Nellie's streaming
+        feature layout (which rounds Hu moments to float32), as Nellie's CPU path.
+    low_memory : bool
+        Compat only: always use the streaming feature layout (Nellie's ``low_memory``).
+    max_radius_um : float
+        The marker stage's ``max_radius_um``; bounds the ROI half-width and so the
+        feature halo (see :func:`roi_halo`). A larger ROI raises at compute time.
+    num_t : int, optional
+        Use only frames ``0 .. num_t - 1`` (Nellie's ``num_t``).
+
+    Returns
+    -------
+    FlowTable
+        Lazy: ``table.pairs[t]`` is a Delayed (n_t, 2d+2) float64 block, columns
+        ``t, (z), y, x, (dz), dy, dx, cost``, ``t`` the earlier frame, vectors in
+        voxels per frame.
+
+    Raises
+    ------
+    InputError
+        Before any work, for a bad argument or a dataset with fewer than 2 frames.
+    """
+    if not isinstance(dataset, TrackingDataset):
+        raise InputError(f"dataset must be a TrackingDataset, got {type(dataset).__name__}")
+    params = FlowParams(max_distance_um=max_distance_um, compat=compat, mode=mode,
+                        max_dense_pairs=max_dense_pairs, max_dense_roi_voxels=max_dense_roi_voxels,
+                        low_memory=low_memory, max_radius_um=max_radius_um)
+    validate(dataset)
+    n_frames = dataset.n_frames
+    if num_t is not None:
+        if isinstance(num_t, bool) or not isinstance(num_t, (int, np.integer)) or not 2 <= num_t <= n_frames:
+            raise InputError(f"num_t must be an integer in [2, {n_frames}] (frames used), got {num_t!r}")
+        n_frames = int(num_t)
+    radius = gate_radius_um(params.max_distance_um, dataset.dt)
+    spacing = tuple(float(s) for s in dataset.spacing)
+    frame_shape = dataset.spatial_shape
+    chunks = dataset.spatial_chunks
+    halo = roi_halo(params, spacing)
+    compat_on = params.compat == "nellie"
+
+    grids = {n: ChunkGrid(getattr(dataset, n)) for n in ("raw", "preprocessed", "distance", "markers")}
+    scan_blocks = list(iter_blocks(chunks, depth=1))
+    feat_blocks = list(iter_blocks(chunks, depth=halo))
+
+    frames = []
+    for t in range(n_frames):
+        scans = [
+            dask.delayed(_scan_block, pure=True)(
+                grids["markers"].region(t, b.core), grids["distance"].region(t, b.outer),
+                grids["preprocessed"].region(t, b.core), b.core, b.outer, frame_shape, compat_on)
+            for b in scan_blocks
+        ]
+        summary = dask.delayed(_frame_summary, pure=True)(scans, halo, params, len(frame_shape))
+        feats = [
+            dask.delayed(_features_block, pure=True)(
+                grids["raw"].region(t, fb.outer), grids["preprocessed"].region(t, fb.outer),
+                scan, summary, fb.offset, frame_shape, compat_on)
+            for fb, scan in zip(feat_blocks, scans)
+        ]
+        frames.append(dask.delayed(FrameFeatures.concat, pure=True)(feats, len(frame_shape)))
+
+    pairs = [
+        dask.delayed(_match_pair, pure=True)(t, frames[t + 1], frames[t], spacing, radius, params)
+        for t in range(n_frames - 1)
+    ]
+    attrs = {"stage": "flow", "gate_radius_um": radius, **asdict(params)}
+    return FlowTable(pairs, len(frame_shape), n_frames, attrs)
+
+
+# ----------------------------------------------------------------- tasks
+def _scan_block(markers, distance, pre, core, outer, frame_shape, compat=False):
+    """Markers of a block core, their ROI half-width and the block's log minimum."""
+    pts = np.argwhere(np.asarray(markers) > 0).astype(np.int64)
+    pts += np.asarray([s.start for s in core], dtype=np.int64)
+    r = roi_radius_at(np.asarray(distance), pts, frame_shape, tuple(s.start for s in outer))
+    return pts, np.ceil(r), log_min(np.asarray(pre), compat)
+
+
+def _frame_summary(scans, halo, params: FlowParams, ndim: int) -> dict:
+    n = sum(len(s[0]) for s in scans)
+    mins = [s[2] for s in scans if s[2] is not None]
+    shift = min(mins) if mins else None
+    if n == 0:
+        return {"n": 0, "cube": 1, "shift": shift, "streaming": False}
+    widest = float(max(float(s[1].max()) for s in scans if len(s[0])))
+    cube = int(widest) * 2 + 1
+    if widest > min(halo):
+        raise InputError(
+            f"a marker's ROI half-width is {int(widest)} voxels, beyond the feature halo of "
+            f"{min(halo)} voxels allowed by max_radius_um={params.max_radius_um!r}; pass a larger "
+            "max_radius_um (the marker stage's max_radius_um)"
+        )
+    streaming = params.low_memory or n * cube ** ndim > params.max_dense_roi_voxels
+    return {"n": n, "cube": cube, "shift": shift, "streaming": streaming}
+
+
+def _features_block(raw, pre, scan, summary, offset, frame_shape, compat):
+    pts, radii, _ = scan
+    return block_features(np.asarray(raw), np.asarray(pre), pts, radii, offset=offset,
+                          frame_shape=frame_shape, cube=summary["cube"], shift=summary["shift"],
+                          compat=compat, streaming=compat and summary["streaming"])
+
+
+def _match_pair(t, post, pre, spacing, radius, params: FlowParams):
+    i, j, c = match_frames(post, pre, spacing=spacing, radius_um=radius,
+                           compat=params.compat == "nellie", mode=params.mode,
+                           max_dense_pairs=params.max_dense_pairs)
+    return flow_rows(t, post, pre, i, j, c)

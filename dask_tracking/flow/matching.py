@@ -1,0 +1,214 @@
+"""Matching the markers of frame t+1 ("post", rows i) to frame t ("pre", columns j).
+
+Two families:
+
+* Nellie 1.0.4 (``compat=True``, spec 1.4): the dense path builds the float16
+  cost matrix (z-scores over all pairs with distance ``< D``, each term rounded to
+  float16) and emits the row minima then the column minima with cost <= 1, so a
+  mutual-best pair comes twice; the sparse path (cKDTree, ball ``<= D``, one-pass
+  variance, float64 costs, float32 running minima) follows Nellie's loop order.
+* Fixed (``compat=False``): candidate pairs within ``<= D`` (brute force or
+  cKDTree: the same pairs and the same numbers), z-scores with a two-pass float64
+  variance, float64 costs without quantisation, and each selected pair once.
+
+Every function returns ``(i, j, cost)`` arrays: post index, pre index, cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
+
+from .features import FrameFeatures
+
+__all__ = ["match_frames", "flow_rows", "COST_CUTOFF"]
+
+#: Matches with a cost above this are dropped (a relative threshold: a sum of z-scores).
+COST_CUTOFF = 1.0
+
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def match_frames(post: FrameFeatures, pre: FrameFeatures, *, spacing: tuple[float, ...],
+                 radius_um: float, compat: bool, mode: str, max_dense_pairs: int):
+    """Match two frames' markers.
+
+    Parameters
+    ----------
+    post, pre : FrameFeatures
+        Frame t+1 and frame t.
+    spacing : tuple of float
+        Voxel size in um per spatial axis.
+    radius_um : float
+        Gate radius ``D`` in um.
+    compat : bool
+        Nellie 1.0.4's numerics and selection (True) or the fixed method (False).
+    mode : {"auto", "dense", "sparse"}
+        ``"auto"`` is dense iff ``post.n * pre.n <= max_dense_pairs``.
+
+    Returns
+    -------
+    i, j : ndarray of int64
+    cost : ndarray of float32 (compat) or float64 (fixed)
+    """
+    if post.n == 0 or pre.n == 0:
+        return _EMPTY
+    dense = mode == "dense" or (mode == "auto" and post.n * pre.n <= max_dense_pairs)
+    qa = post.coords * np.asarray(spacing, dtype=float)
+    qb = pre.coords * np.asarray(spacing, dtype=float)
+    if compat:
+        if dense:
+            return _select_dense_compat(_cost_dense_compat(qa, qb, post, pre, radius_um))
+        return _sparse_compat(qa, qb, post, pre, radius_um)
+    if dense:
+        i, j = np.nonzero(np.ones((post.n, pre.n), bool))
+    else:
+        tree = cKDTree(qb)
+        lists = tree.query_ball_point(qa, radius_um * (1 + 1e-9))
+        counts = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+        i = np.repeat(np.arange(post.n, dtype=np.int64), counts)
+        j = np.fromiter((v for x in lists for v in sorted(x)), np.int64, int(counts.sum()))
+    return _match_fixed(qa, qb, post, pre, i.astype(np.int64), j.astype(np.int64), radius_um)
+
+
+# ----------------------------------------------------------------- Nellie dense
+def _zscore_compat(m: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    mexp = mask[..., None]
+    total = np.sum(mexp)
+    if float(total) == 0.0:
+        return np.full_like(m, np.inf)
+    mean = np.sum(m * mexp, axis=(0, 1)) / total
+    var = np.sum((m - mean) ** 2 * mexp, axis=(0, 1)) / total
+    z = (m - mean) / (np.sqrt(var) + 1e-8)
+    return np.where(mexp, z, np.inf)
+
+
+def _absdiff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a[:, None, :].astype(np.float64) - b[None, :, :].astype(np.float64))
+
+
+def _cost_dense_compat(qa, qb, post, pre, radius_um) -> np.ndarray:
+    dist = cdist(qa, qb)
+    mask = dist < radius_um
+    dist = dist / radius_um
+    zd = _zscore_compat(dist[..., None], mask).astype(np.float16)
+    ds = _absdiff(post.stats, pre.stats)
+    zs = (_zscore_compat(ds, mask) / ds.shape[2]).astype(np.float16)
+    dh = _absdiff(post.hu, pre.hu)
+    zh = (_zscore_compat(dh, mask) / dh.shape[2]).astype(np.float16)
+    terms = np.concatenate((zd, zs, zh), axis=2).astype(np.float16)
+    return np.nansum(terms, axis=2).astype(np.float16).astype(np.float32)
+
+
+def _select_dense_compat(cost: np.ndarray):
+    ri = np.argmin(cost, axis=1)
+    rv = cost[np.arange(cost.shape[0]), ri]
+    ci = np.argmin(cost, axis=0)
+    cv = cost[ci, np.arange(cost.shape[1])]
+    rk = np.nonzero(~(rv > COST_CUTOFF))[0]
+    ck = np.nonzero(~(cv > COST_CUTOFF))[0]
+    i = np.concatenate((rk, ci[ck])).astype(np.int64)
+    j = np.concatenate((ri[rk], ck)).astype(np.int64)
+    c = np.concatenate((rv[rk], cv[ck])).astype(np.float32)
+    return i, j, c
+
+
+# ---------------------------------------------------------------- Nellie sparse
+def _sparse_compat(qa, qb, post, pre, radius_um):
+    sa, sb = post.stats.astype(np.float32), pre.stats.astype(np.float32)
+    ha, hb = post.hu.astype(np.float32), pre.hu.astype(np.float32)
+    lists = cKDTree(qb).query_ball_point(qa, radius_um)
+    n = 0
+    s_d = ss_d = 0.0
+    s_s = np.zeros(sa.shape[1]); ss_s = np.zeros(sa.shape[1])
+    s_h = np.zeros(ha.shape[1]); ss_h = np.zeros(ha.shape[1])
+    rows = []
+    for i, lst in enumerate(lists):
+        if not lst:
+            rows.append(None)
+            continue
+        jj = np.asarray(lst, dtype=np.int64)
+        g = np.linalg.norm(qa[i] - qb[jj], axis=1) / radius_um
+        dsv = np.abs(sa[i][None, :] - sb[jj])
+        dhv = np.abs(ha[i][None, :] - hb[jj])
+        rows.append((jj, g, dsv, dhv))
+        s_d += float(np.sum(g)); ss_d += float(np.sum(g * g))
+        s_s += np.sum(dsv, axis=0, dtype=np.float64); ss_s += np.sum(dsv * dsv, axis=0, dtype=np.float64)
+        s_h += np.sum(dhv, axis=0, dtype=np.float64); ss_h += np.sum(dhv * dhv, axis=0, dtype=np.float64)
+        n += int(g.size)
+    if n == 0:
+        return _EMPTY
+    m_d = s_d / n
+    sd_d = np.sqrt(max(0.0, ss_d / n - m_d ** 2)) + 1e-8
+    m_s = s_s / n
+    sd_s = np.sqrt(np.maximum(ss_s / n - m_s ** 2, 0.0)) + 1e-8
+    m_h = s_h / n
+    sd_h = np.sqrt(np.maximum(ss_h / n - m_h ** 2, 0.0)) + 1e-8
+    rv = np.full(post.n, np.inf, np.float32); ri = np.full(post.n, -1, np.int64)
+    cv = np.full(pre.n, np.inf, np.float32); ci = np.full(pre.n, -1, np.int64)
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        jj, g, dsv, dhv = row
+        cost = ((g - m_d) / sd_d + np.mean((dsv - m_s) / sd_s, axis=1)
+                + np.mean((dhv - m_h) / sd_h, axis=1))
+        keep = cost <= COST_CUTOFF
+        if not np.any(keep):
+            continue
+        ck, jk = cost[keep], jj[keep]
+        b = int(np.argmin(ck))
+        if float(ck[b]) < rv[i]:
+            rv[i] = float(ck[b]); ri[i] = int(jk[b])
+        for jv, c in zip(jk.tolist(), ck.tolist()):
+            if c < cv[jv]:
+                cv[jv] = c; ci[jv] = i
+    rk = np.nonzero((ri >= 0) & (rv <= COST_CUTOFF))[0]
+    ck_ = np.nonzero((ci >= 0) & (cv <= COST_CUTOFF))[0]
+    i = np.concatenate((rk, ci[ck_])).astype(np.int64)
+    j = np.concatenate((ri[rk], ck_)).astype(np.int64)
+    c = np.concatenate((rv[rk], cv[ck_])).astype(np.float32)
+    return i, j, c
+
+
+# ------------------------------------------------------------------- fixed
+def _zscore_pairs(x: np.ndarray) -> np.ndarray:
+    """Two-pass population z-scores per column over the candidate pairs (float64)."""
+    mean = x.mean(axis=0)
+    dev = x - mean
+    sd = np.sqrt((dev * dev).mean(axis=0)) + 1e-8
+    return dev / sd
+
+
+def _match_fixed(qa, qb, post, pre, i, j, radius_um):
+    diff = qa[i] - qb[j]
+    dist = np.sqrt(np.sum(diff * diff, axis=1))
+    keep = dist <= radius_um
+    i, j, dist = i[keep], j[keep], dist[keep]
+    if i.size == 0:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+    zd = _zscore_pairs((dist / radius_um)[:, None])[:, 0]
+    zs = _zscore_pairs(np.abs(post.stats[i].astype(np.float64) - pre.stats[j].astype(np.float64)))
+    zh = _zscore_pairs(np.abs(post.hu[i].astype(np.float64) - pre.hu[j].astype(np.float64)))
+    cost = zd + zs.mean(axis=1) + zh.mean(axis=1)
+    # best pre for each post (ties: lowest j) and best post for each pre (ties: lowest i)
+    o_row = np.lexsort((j, cost, i))
+    first_row = o_row[np.r_[True, i[o_row][1:] != i[o_row][:-1]]]
+    o_col = np.lexsort((i, cost, j))
+    first_col = o_col[np.r_[True, j[o_col][1:] != j[o_col][:-1]]]
+    sel = np.union1d(first_row, first_col)
+    sel = sel[cost[sel] <= COST_CUTOFF]
+    order = np.lexsort((i[sel], j[sel]))
+    sel = sel[order]
+    return i[sel], j[sel], cost[sel]
+
+
+# --------------------------------------------------------------------- rows
+def flow_rows(t: int, post: FrameFeatures, pre: FrameFeatures, i, j, cost) -> np.ndarray:
+    """Nellie-layout rows ``[t, pre coords, post - pre, cost]`` (float64, (m, 2d+2))."""
+    d = pre.coords.shape[1]
+    if len(i) == 0:
+        return np.zeros((0, 2 * d + 2), np.float64)
+    a = pre.coords[j].astype(np.int64)
+    b = post.coords[i].astype(np.int64)
+    return np.column_stack([np.full(len(i), t, np.int64), a, b - a, np.asarray(cost)]).astype(np.float64)
