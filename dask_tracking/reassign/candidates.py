@@ -1,0 +1,277 @@
+"""Candidate voxel matches of one frame pair inside one spatial block (spec 4.3).
+
+A candidate is (source voxel at t, target voxel at t+1, prediction error in um).
+Forward candidates predict where a source voxel goes with the flow interpolated at
+frame t; backward candidates predict where a target voxel came from with the flow
+interpolated at frame t+1. Both keep a pair only if the predicted position's
+nearest labelled voxel lies within the radius. A block owns the candidates whose
+*target* lies in its core, so blocks partition the candidates of a pair.
+
+Coordinates are global voxel indices (int64), in raster order within each list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = ["Candidates", "FrameIndex", "block_candidates", "frame_index", "nearest_voxel",
+           "scaled", "voxels_of"]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Candidates of one (pair, block): forward ones first, then backward ones.
+
+    Attributes
+    ----------
+    source, target : (n, d) int64
+        Voxel at frame t and voxel at frame t+1.
+    error : (n,) float64
+        Prediction error in um (a float32 value, as Nellie computes it).
+    """
+
+    source: np.ndarray
+    target: np.ndarray
+    error: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.error))
+
+    @classmethod
+    def empty(cls, ndim: int) -> "Candidates":
+        z = np.zeros((0, ndim), dtype=np.int64)
+        return cls(z, z.copy(), np.zeros(0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """All labelled voxels of one frame and their KD-tree (``compat="nellie"`` only).
+
+    Nellie's nearest-voxel search uses ``cKDTree(all voxels of the frame)``, whose
+    choice between equidistant voxels depends on the whole point set; the
+    interpolation quirk Q-A depends on the largest neighbour count over the whole
+    frame. Both are reproduced from this per-frame index.
+
+    Attributes
+    ----------
+    coords : (N, d) int64
+        Labelled voxels (objects or branches) in raster order.
+    tree : cKDTree or None
+        On ``float32(coords) * spacing`` (um); None when empty.
+    k_forward : int
+        Largest number of forward anchors (rows of pair t) within the radius of a voxel.
+    k_backward : int
+        Same for the backward anchors (end points of the rows of pair t-1).
+    """
+
+    coords: np.ndarray
+    tree: Any
+    k_forward: int
+    k_backward: int
+
+
+def voxels_of(mask: np.ndarray, offset: Sequence[int]) -> np.ndarray:
+    """Global coordinates of the True voxels of a block, raster order, (n, d) int64."""
+    v = np.argwhere(np.asarray(mask))
+    if len(v):
+        v += np.asarray(offset, dtype=np.int64)
+    return v.astype(np.int64, copy=False)
+
+
+def scaled(coords: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """``float32(coords) * spacing`` in float64, as Nellie scales points for its trees."""
+    return np.asarray(coords, dtype=np.float32) * np.asarray(spacing, dtype=np.float64)
+
+
+def _counts(anchors: Any, coords: np.ndarray, spacing, radius_um: float) -> int:
+    if anchors is None or len(coords) == 0:
+        return 0
+    from ..interpolate.kernel import neighbour_counts
+
+    c = neighbour_counts(anchors, coords.astype(np.float64), spacing, radius_um)
+    return int(np.max(c)) if len(c) else 0
+
+
+def frame_index(pieces: Sequence[np.ndarray], spatial_shape: Sequence[int], spacing: Sequence[float],
+                radius_um: float, anchors_forward: Any, anchors_backward: Any) -> FrameIndex:
+    """Build a :class:`FrameIndex` from the voxel lists of the blocks of one frame."""
+    nd = len(spatial_shape)
+    coords = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1, nd) for p in pieces]) \
+        if len(pieces) else np.zeros((0, nd), dtype=np.int64)
+    if len(coords):
+        order = np.argsort(np.ravel_multi_index(tuple(coords.T), tuple(spatial_shape)), kind="stable")
+        coords = coords[order]
+    tree = cKDTree(scaled(coords, spacing)) if len(coords) else None
+    return FrameIndex(coords, tree, _counts(anchors_forward, coords, spacing, radius_um),
+                      _counts(anchors_backward, coords, spacing, radius_um))
+
+
+def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[float],
+                  tree: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest of ``points`` to each query, the lowest index among equidistant ones.
+
+    Parameters
+    ----------
+    points : (n, d) int64
+        Candidate voxels in raster order (the lowest index is the first in raster order).
+    queries : (m, d) float64
+        Predicted positions, voxels.
+    tree : cKDTree, optional
+        Prebuilt on ``scaled(points, spacing)``.
+
+    Returns
+    -------
+    index : (m,) int64
+        Into ``points``; ``-1`` where ``points`` is empty.
+    distance : (m,) float64
+        In um between the float32-scaled points.
+    """
+    m = len(queries)
+    if len(points) == 0 or m == 0:
+        return np.full(m, -1, dtype=np.int64), np.full(m, np.inf)
+    if tree is None:
+        tree = cKDTree(scaled(points, spacing))
+    k = min(2 ** points.shape[1], len(points))
+    dist, idx = tree.query(scaled(queries, spacing), k=list(range(1, k + 1)))
+    best = dist[:, :1]
+    tied = dist == best
+    idx = np.where(tied, idx, np.iinfo(np.int64).max)
+    return idx.min(axis=1).astype(np.int64), best[:, 0]
+
+
+def _interpolate(anchors: Any, coords: np.ndarray, spacing, radius_um: float, compat: str | None,
+                 k_global: int | None, first: np.ndarray | None) -> np.ndarray:
+    """Interpolated displacement (n, d) at ``coords``, NaN where none (the kernel's rules).
+
+    In ``compat="nellie"`` the quirk Q-A of the whole-frame batch is applied: with a
+    global largest neighbour count of 1 only the frame's first voxel (``first``)
+    gets a vector; with 0 no voxel does.
+    """
+    from ..interpolate.kernel import interpolate_points
+
+    n, d = coords.shape
+    out = np.full((n, d), np.nan)
+    if anchors is None or n == 0:
+        return out
+    q = coords.astype(np.float64)
+    if compat != "nellie":
+        return np.asarray(interpolate_points(anchors, q, spacing, radius_um), dtype=np.float64)
+    if not k_global:
+        return out
+    if k_global == 1:
+        hit = np.flatnonzero((coords == first).all(axis=1)) if first is not None else []
+        if len(hit):
+            v = interpolate_points(anchors, q[hit[:1]], spacing, radius_um, compat="nellie",
+                                   n_good=1, k_max=1)
+            v = np.asarray(v, dtype=np.float64).reshape(-1, d)
+            if len(v):
+                out[hit[0]] = v[0]
+        return out
+    v = interpolate_points(anchors, q, spacing, radius_um, compat="nellie", n_good=n, k_max=k_global)
+    v = np.asarray(v, dtype=np.float64)
+    return v.reshape(n, d) if v.size == n * d else out
+
+
+def _error(pred: np.ndarray, match: np.ndarray, spacing) -> np.ndarray:
+    """Prediction error in um: float32 of ``||float32(pred - match) * spacing||``."""
+    diff = (pred - match).astype(np.float32) * np.asarray(spacing, dtype=np.float64)
+    return np.linalg.norm(diff, axis=1).astype(np.float32)
+
+
+def _inside(coords: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.all((coords >= lo) & (coords < hi), axis=1)
+
+
+def block_candidates(sources: np.ndarray, targets: np.ndarray, core: Sequence[slice],
+                     anchors_forward: Any, anchors_backward: Any, spacing: Sequence[float],
+                     radius_um: float, *, compat: str | None = None,
+                     index_prev: FrameIndex | None = None,
+                     index_next: FrameIndex | None = None) -> Candidates:
+    """Candidates of one frame pair whose target lies in ``core`` (spec 4.3).
+
+    Parameters
+    ----------
+    sources : (n, d) int64
+        Labelled voxels of frame t in the core plus the source halo, raster order.
+    targets : (m, d) int64
+        Labelled voxels of frame t+1 in the core plus the target halo, raster order.
+    core : tuple of slice
+        The block's core in frame coordinates.
+    anchors_forward, anchors_backward : Anchors or None
+        The kernel's anchors of pair (t, t+1): start points (forward) and end points
+        (backward).
+    spacing : sequence of float
+        Voxel size, um.
+    radius_um : float
+        Interpolation radius and error gate, um.
+    compat : {None, "nellie"}
+    index_prev, index_next : FrameIndex, optional
+        Whole-frame indexes of t and t+1 (required with ``compat="nellie"``): the
+        nearest voxel is searched in the whole frame with cKDTree's own tie rule.
+        Without them, the nearest voxel among the halo's voxels is taken, the
+        lowest raster index among equidistant ones (the same for any chunking).
+
+    Returns
+    -------
+    Candidates
+        Forward candidates in source raster order, then backward candidates in
+        target raster order (Nellie's order restricted to this block's targets).
+    """
+    nd = len(spacing)
+    lo = np.array([s.start for s in core], dtype=np.int64)
+    hi = np.array([s.stop for s in core], dtype=np.int64)
+    sources = np.asarray(sources, dtype=np.int64).reshape(-1, nd)
+    targets = np.asarray(targets, dtype=np.int64).reshape(-1, nd)
+    core_targets = targets[_inside(targets, lo, hi)] if len(targets) else targets
+    nellie = compat == "nellie"
+    if nellie and (index_prev is None or index_next is None):
+        raise ValueError("compat='nellie' needs the whole-frame indexes of both frames")
+    parts = []
+
+    # forward: sources -> predicted positions -> nearest voxel of t+1
+    if len(sources) and len(core_targets):
+        first = index_prev.coords[0] if nellie and len(index_prev.coords) else None
+        v = _interpolate(anchors_forward, sources, spacing, radius_um, compat,
+                         index_prev.k_forward if nellie else None, first)
+        ok = ~np.isnan(v).any(axis=1)
+        if ok.any():
+            src = sources[ok]
+            pred = src + v[ok]
+            if nellie:
+                _, j = index_next.tree.query(scaled(pred, spacing), k=1)
+                match = index_next.coords[np.asarray(j, dtype=np.int64)]
+            else:
+                j, _ = nearest_voxel(targets, pred, spacing)
+                match = targets[j]
+            err = _error(pred, match, spacing)
+            keep = (err < radius_um) & _inside(match, lo, hi)
+            parts.append((src[keep], match[keep], err[keep]))
+
+    # backward: core targets -> predicted origins -> nearest voxel of t
+    if len(core_targets) and len(sources if not nellie else index_prev.coords):
+        first = index_next.coords[0] if nellie and len(index_next.coords) else None
+        v = _interpolate(anchors_backward, core_targets, spacing, radius_um, compat,
+                         index_next.k_backward if nellie else None, first)
+        ok = ~np.isnan(v).any(axis=1)
+        if ok.any():
+            tgt = core_targets[ok]
+            pred = tgt - v[ok]
+            if nellie:
+                _, j = index_prev.tree.query(scaled(pred, spacing), k=1)
+                match = index_prev.coords[np.asarray(j, dtype=np.int64)]
+            else:
+                j, _ = nearest_voxel(sources, pred, spacing)
+                match = sources[j]
+            err = _error(pred, match, spacing)
+            keep = err < radius_um
+            parts.append((match[keep], tgt[keep], err[keep]))
+
+    if not parts:
+        return Candidates.empty(nd)
+    return Candidates(np.concatenate([p[0] for p in parts]).astype(np.int64),
+                      np.concatenate([p[1] for p in parts]).astype(np.int64),
+                      np.concatenate([p[2] for p in parts]).astype(np.float64))

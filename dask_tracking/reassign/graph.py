@@ -1,0 +1,341 @@
+"""The reassignment graph: candidates per (pair, block), then a vote chain over time.
+
+Layout of the graph (``B`` spatial blocks of the input's chunk grid, ``T`` frames):
+
+* per pair t and block b: the master masks of frame t over the block's core plus
+  the *source* halo and of frame t+1 over the core plus the *target* halo (read
+  from the input chunks that overlap them), then the block's candidates. These
+  tasks do not depend on labels, so every pair runs in parallel.
+* per pair: the best match per target (one small task per block, joined per pair).
+* per label kind (objects, branches) a chain over t, parallel over blocks: the
+  vote of block b at t+1 reads frame t's reassigned labels over b's source region.
+  With ``fill_unmatched`` each voted block is summarised (object -> label counts),
+  the summaries of a frame are merged (a few numbers per object) and each block
+  is filled.
+* ``compat="nellie"`` adds, per frame, one index of the frame's labelled voxel
+  coordinates (for cKDTree's tie rule and the interpolation batch's ``K``), and a
+  stop chain (the first pair without candidates ends the run, as in Nellie).
+
+The graph is one dict of tasks built without reading any data.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..blocks import iter_blocks
+from .candidates import Candidates, block_candidates, frame_index, voxels_of
+from .halo import candidate_halo, max_displacement
+from .params import ReassignParams
+from .vote import best_matches, fill_block, merge_matches, merge_object_votes, object_votes, vote_block
+
+__all__ = ["Region", "build_graph"]
+
+
+# --------------------------------------------------------------------------- regions
+@dataclass(frozen=True)
+class Region:
+    """Where the chunks that overlap a box go in the assembled box (an opaque task literal)."""
+
+    shape: tuple[int, ...]
+    offset: tuple[int, ...]
+    places: tuple  # ((dst slices), (src slices)) per piece, in the order of the piece keys
+
+
+def _chunk_bounds(chunks: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    return [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks]
+
+
+def _region(bounds: list[np.ndarray], outer: Sequence[slice]) -> tuple[Region, list[tuple[int, ...]]]:
+    """The chunk indices overlapping ``outer`` and how to place them."""
+    per_axis = []
+    for b, s in zip(bounds, outer):
+        idx = [i for i in range(len(b) - 1) if b[i] < s.stop and b[i + 1] > s.start]
+        per_axis.append(idx)
+    places, cidx = [], []
+    for combo in itertools.product(*per_axis):
+        dst, src = [], []
+        for a, i in enumerate(combo):
+            lo = max(outer[a].start, int(bounds[a][i]))
+            hi = min(outer[a].stop, int(bounds[a][i + 1]))
+            dst.append(slice(lo - outer[a].start, hi - outer[a].start))
+            src.append(slice(lo - int(bounds[a][i]), hi - int(bounds[a][i])))
+        places.append((tuple(dst), tuple(src)))
+        cidx.append(tuple(combo))
+    shape = tuple(s.stop - s.start for s in outer)
+    return Region(shape, tuple(s.start for s in outer), tuple(places)), cidx
+
+
+def _assemble(region: Region, pieces: Sequence[np.ndarray], dtype) -> np.ndarray:
+    out = np.empty(region.shape, dtype=dtype)
+    for (dst, src), p in zip(region.places, pieces):
+        p = np.asarray(p)
+        if p.ndim == len(region.shape) + 1:  # a chunk with its T axis
+            p = p[0]
+        out[dst] = p[src]
+    return out
+
+
+def _mask_task(region: Region, n_obj: int, *pieces) -> np.ndarray:
+    obj = _assemble(region, pieces[:n_obj], np.int64)
+    br = _assemble(region, pieces[n_obj:], np.int64)
+    return (obj > 0) | (br > 0)
+
+
+def _labels_task(region: Region, *pieces) -> np.ndarray:
+    return _assemble(region, pieces, np.int32)
+
+
+# --------------------------------------------------------------------------- task bodies
+def _anchors_task(rows: np.ndarray, ndim: int, forward: bool):
+    from ..interpolate.kernel import frame_anchors
+
+    return frame_anchors(rows, ndim, forward) if len(rows) else None
+
+
+def _core(c: np.ndarray) -> tuple[slice, ...]:
+    return tuple(slice(int(a), int(b)) for a, b in c)
+
+
+def _candidates_task(src_mask, src_off, tgt_mask, tgt_off, core, a_fw, a_bw, spacing, radius,
+                     compat, idx_prev, idx_next) -> Candidates:
+    return block_candidates(voxels_of(src_mask, src_off), voxels_of(tgt_mask, tgt_off), _core(core),
+                            a_fw, a_bw, spacing, radius, compat=compat, index_prev=idx_prev,
+                            index_next=idx_next)
+
+
+def _chunk_voxels_task(obj, br, offset) -> np.ndarray:
+    return voxels_of((np.asarray(obj)[0] > 0) | (np.asarray(br)[0] > 0), offset)
+
+
+def _count_task(cands: list) -> int:
+    return int(sum(len(c) for c in cands))
+
+
+def _stop_task(prev_stop: bool, n_candidates: int) -> bool:
+    return bool(prev_stop) or n_candidates == 0
+
+
+def _pair_matches_task(pieces, spatial_shape, stop) -> np.ndarray:
+    if stop:
+        pieces = []
+    return merge_matches(pieces, spatial_shape)
+
+
+def _initial_task(chunk, has_t: bool) -> np.ndarray:
+    a = np.asarray(chunk)
+    if has_t:
+        a = a[0]
+    return np.where(a > 0, a, 0).astype(np.int32)
+
+
+def _zeros_task(shape) -> np.ndarray:
+    return np.zeros(tuple(shape), dtype=np.int32)
+
+
+def _vote_task(cands, prev_region, prev_offset, labels_chunk, core_start, stop) -> np.ndarray:
+    lab = np.asarray(labels_chunk)[0]
+    if stop:
+        return np.zeros(lab.shape, dtype=np.int32)
+    return vote_block(cands, prev_region, prev_offset, lab, core_start)
+
+
+def _object_votes_task(voted, labels_chunk):
+    return object_votes(voted, np.asarray(labels_chunk)[0])
+
+
+def _max_task(labels_chunk) -> int:
+    a = np.asarray(labels_chunk)
+    return int(a.max()) if a.size else 0
+
+
+def _frame_max_task(values: list) -> int:
+    return int(max(values)) if values else 0
+
+
+def _add_task(a: int, b: int) -> int:
+    return int(a) + int(b)
+
+
+def _merge_task(pieces, base, stop):
+    if stop:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return merge_object_votes(pieces, base)
+
+
+def _fill_task(voted, labels_chunk, mapping) -> np.ndarray:
+    return fill_block(voted, np.asarray(labels_chunk)[0], mapping)
+
+
+def _frame_index_task(pieces, spatial_shape, spacing, radius, a_fw, a_bw):
+    return frame_index(pieces, spatial_shape, spacing, radius, a_fw, a_bw)
+
+
+
+# --------------------------------------------------------------------------- builder
+@dataclass
+class BuiltGraph:
+    """The task dict and the keys of the outputs (see :func:`build_graph`)."""
+
+    dsk: dict
+    labels_keys: dict          # (t, *b) -> key of the final object block
+    branches_keys: dict        # (t, *b) -> key of the final branch block
+    matches_keys: list         # per pair
+    stop_keys: list | None     # per pair, or None when the run never stops
+
+
+def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarray],
+                spacing: Sequence[float], params: ReassignParams,
+                initial: tuple[int, Any, Any] | None = None) -> BuiltGraph:
+    """Build the reassignment task dict.
+
+    Parameters
+    ----------
+    token : str
+        Unique suffix of every key.
+    labels, branches : dask.array.Array
+        Original object and branch ids, (T, ...) one frame per chunk, same chunks.
+    rows : list of (n_t, 2d+2) ndarray
+        Flow rows per frame pair.
+    spacing : sequence of float
+        Voxel size per spatial axis, um.
+    params : ReassignParams
+    initial : (t0, dask.array.Array, dask.array.Array), optional
+        Start the chain from frame ``t0`` with these reassigned object and branch
+        labels (spatial shape, same spatial chunks as ``labels``).
+    """
+    T = labels.shape[0]
+    shape = tuple(labels.shape[1:])
+    nd = len(shape)
+    chunks = tuple(labels.chunks[1:])
+    bounds = _chunk_bounds(chunks)
+    blocks = list(iter_blocks(chunks))
+    nellie = params.compat == "nellie"
+    r = params.radius_um
+    sp = tuple(float(s) for s in spacing)
+    dsk: dict = {}
+
+    def k(kind: str, *idx):
+        return (f"reassign-{kind}-{token}",) + tuple(idx)
+
+    def in_key(arr, t, cidx):
+        return (arr.name, t) + tuple(cidx)
+
+    # anchors per pair
+    for t in range(T - 1):
+        dsk[k("anchors-fw", t)] = (_anchors_task, rows[t], nd, True)
+        dsk[k("anchors-bw", t)] = (_anchors_task, rows[t], nd, False)
+
+    # whole-frame coordinate indexes (compat only)
+    if nellie:
+        for t in range(T):
+            vkeys = []
+            for b in blocks:
+                key = k("vox", t, *b.index)
+                off = np.array([s.start for s in b.core], dtype=np.int64)
+                dsk[key] = (_chunk_voxels_task, in_key(labels, t, b.index), in_key(branches, t, b.index), off)
+                vkeys.append(key)
+            a_fw = k("anchors-fw", t) if t < T - 1 else None
+            a_bw = k("anchors-bw", t - 1) if t >= 1 else None
+            dsk[k("index", t)] = (_frame_index_task, vkeys, shape, sp, r, a_fw, a_bw)
+
+    # candidates and best matches per (pair, block)
+    src_regions: dict = {}
+    for t in range(T - 1):
+        h_src, h_tgt = candidate_halo(max_displacement(rows[t], nd), sp, r)
+        if nellie:  # the nearest voxel comes from the whole-frame index
+            h_tgt = (0,) * nd
+        for b in blocks:
+            core = np.array([[s.start, s.stop] for s in b.core], dtype=np.int64)
+            masks = []
+            for which, ft, h in (("src", t, h_src), ("tgt", t + 1, h_tgt)):
+                outer = tuple(slice(max(s.start - d, 0), min(s.stop + d, n))
+                              for s, d, n in zip(b.core, h, shape))
+                reg, cidx = _region(bounds, outer)
+                if which == "src":
+                    src_regions[(t, b.index)] = (reg, cidx)
+                key = k(f"mask-{which}", t, *b.index)
+                dsk[key] = (_mask_task, reg, len(cidx),
+                            *[in_key(labels, ft, c) for c in cidx],
+                            *[in_key(branches, ft, c) for c in cidx])
+                masks.append((key, np.array(reg.offset, dtype=np.int64)))
+            ck = k("cand", t, *b.index)
+            dsk[ck] = (_candidates_task, masks[0][0], masks[0][1], masks[1][0], masks[1][1], core,
+                       k("anchors-fw", t), k("anchors-bw", t), sp, r, params.compat,
+                       k("index", t) if nellie else None, k("index", t + 1) if nellie else None)
+            bk = k("best", t, *b.index)
+            dsk[bk] = (best_matches, ck, shape)
+
+    # stop chain (Nellie's break)
+    stop_keys = None
+    if not params.continue_past_empty:
+        stop_keys = []
+        prev = False
+        for t in range(T - 1):
+            dsk[k("ncand", t)] = (_count_task, [k("cand", t, *b.index) for b in blocks])
+            dsk[k("stop", t)] = (_stop_task, prev, k("ncand", t))
+            prev = k("stop", t)
+            stop_keys.append(prev)
+
+    matches_keys = []
+    for t in range(T - 1):
+        mk = k("matches", t)
+        dsk[mk] = (_pair_matches_task, [k("best", t, *b.index) for b in blocks], shape,
+                   stop_keys[t] if stop_keys else False)
+        matches_keys.append(mk)
+
+    # label chains
+    t0 = 0
+    if initial is not None:
+        t0 = int(initial[0])
+    finals = {}
+    for kind, orig, init in (("obj", labels, initial[1] if initial else None),
+                             ("br", branches, initial[2] if initial else None)):
+        final = {}
+        for t in range(t0 + 1):
+            for b in blocks:
+                if t < t0:
+                    dsk[k(f"{kind}-final", t, *b.index)] = (_zeros_task, tuple(s.stop - s.start for s in b.core))
+                elif init is None:
+                    dsk[k(f"{kind}-final", t, *b.index)] = (_initial_task, in_key(orig, t, b.index), True)
+                else:
+                    dsk[k(f"{kind}-final", t, *b.index)] = (_initial_task, (init.name,) + tuple(b.index), False)
+                final[(t,) + tuple(b.index)] = k(f"{kind}-final", t, *b.index)
+        if params.fill_unmatched:
+            # new ids: base_{t} = max over frames < t of the original ids, summed
+            for t in range(T):
+                dsk[k(f"{kind}-fmax", t)] = (_frame_max_task,
+                                             [k(f"{kind}-max", t, *b.index) for b in blocks])
+                for b in blocks:
+                    dsk[k(f"{kind}-max", t, *b.index)] = (_max_task, in_key(orig, t, b.index))
+            dsk[k(f"{kind}-base", 1)] = k(f"{kind}-fmax", 0)
+            for t in range(1, T - 1):
+                dsk[k(f"{kind}-base", t + 1)] = (_add_task, k(f"{kind}-base", t), k(f"{kind}-fmax", t))
+        for t in range(t0, T - 1):
+            stop = stop_keys[t] if stop_keys else False
+            ov = []
+            for b in blocks:
+                reg, cidx = src_regions[(t, b.index)]
+                pk = k(f"{kind}-prev", t, *b.index)
+                dsk[pk] = (_labels_task, reg, *[k(f"{kind}-final", t, *c) for c in cidx])
+                core_start = np.array([s.start for s in b.core], dtype=np.int64)
+                vk = k(f"{kind}-vote", t + 1, *b.index) if params.fill_unmatched else k(f"{kind}-final", t + 1, *b.index)
+                dsk[vk] = (_vote_task, k("cand", t, *b.index), pk, np.array(reg.offset, dtype=np.int64),
+                           in_key(orig, t + 1, b.index), core_start, stop)
+                if params.fill_unmatched:
+                    ok = k(f"{kind}-ov", t + 1, *b.index)
+                    dsk[ok] = (_object_votes_task, vk, in_key(orig, t + 1, b.index))
+                    ov.append(ok)
+                final[(t + 1,) + tuple(b.index)] = k(f"{kind}-final", t + 1, *b.index)
+            if params.fill_unmatched:
+                mk = k(f"{kind}-map", t + 1)
+                dsk[mk] = (_merge_task, ov, k(f"{kind}-base", t + 1), stop)
+                for b in blocks:
+                    dsk[k(f"{kind}-final", t + 1, *b.index)] = (
+                        _fill_task, k(f"{kind}-vote", t + 1, *b.index), in_key(orig, t + 1, b.index), mk)
+        finals[kind] = final
+    return BuiltGraph(dsk, finals["obj"], finals["br"], matches_keys, stop_keys)
