@@ -298,28 +298,43 @@ def interpolate_points(
         live = good & (k > 0) & (np.arange(offset, offset + N) < n_good_)  # Q-B
         if K == 1:  # Q-A: only batch row 0 can get a vector
             live &= np.arange(offset, offset + N) == 0
-        rows = np.flatnonzero(live)
-        if len(rows) == 0:
-            return _like(out, coords)
-        dist, idx = tree.query(q[rows], k=K, p=2)
-        dist = np.asarray(dist, dtype=np.float64).reshape(len(rows), K)
-        idx = np.asarray(idx, dtype=np.int64).reshape(len(rows), K)
-        kr = k[rows]
-        valid = np.arange(K)[None, :] < kr[:, None]
-        idx = np.where(valid, idx, 0)
-        w = _nellie_weights(dist, anchors.costs[idx], kr)
-        w = np.where(valid, w, 0.0)
-        out[rows] = _weighted_vectors(w, idx, anchors.vectors)
+        for rows in _row_blocks(np.flatnonzero(live), K):
+            out[rows] = _nellie_block(tree, anchors, q[rows], k[rows], K)
         return _like(out, coords)
 
-    rows = np.flatnonzero(good & (k > 0))
-    if len(rows) == 0:
-        return _like(out, coords)
-    K = int(k[rows].max())
-    dist, idx = tree.query(q[rows], k=K, p=2)
-    dist = np.asarray(dist, dtype=np.float64).reshape(len(rows), K)
-    idx = np.asarray(idx, dtype=np.int64).reshape(len(rows), K)
-    kr = k[rows]
+    live = np.flatnonzero(good & (k > 0))
+    if len(live):
+        for rows in _row_blocks(live, int(k[live].max())):
+            out[rows] = _fixed_block(tree, anchors, q[rows], k[rows])
+    return _like(out, coords)
+
+
+#: Neighbour slots (rows x K) held at once by the kernel: bounds memory for any batch size.
+MAX_SLOTS = 1 << 21
+
+
+def _row_blocks(rows: np.ndarray, K: int):
+    step = max(1, MAX_SLOTS // max(K, 1))
+    for i in range(0, len(rows), step):
+        yield rows[i:i + step]
+
+
+def _nellie_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, K: int) -> np.ndarray:
+    dist, idx = tree.query(q, k=K, p=2)
+    dist = np.asarray(dist, dtype=np.float64).reshape(len(q), K)
+    idx = np.asarray(idx, dtype=np.int64).reshape(len(q), K)
+    valid = np.arange(K)[None, :] < kr[:, None]
+    idx = np.where(valid, idx, 0)
+    w = _nellie_weights(dist, anchors.costs[idx], kr)
+    w = np.where(valid, w, 0.0)
+    return _weighted_vectors(w, idx, anchors.vectors)
+
+
+def _fixed_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray) -> np.ndarray:
+    K = int(kr.max())
+    dist, idx = tree.query(q, k=K, p=2)
+    dist = np.asarray(dist, dtype=np.float64).reshape(len(q), K)
+    idx = np.asarray(idx, dtype=np.int64).reshape(len(q), K)
     valid = np.arange(K)[None, :] < kr[:, None]
     # canonical neighbour order (distance, then anchor index): independent of K and of the batch
     dist = np.where(valid, dist, np.inf)
@@ -330,8 +345,7 @@ def interpolate_points(
     dist, idx = np.take_along_axis(dist, o, 1), np.take_along_axis(idx, o, 1)
     idx = np.where(valid, idx, 0)
     w = _fixed_weights(dist, anchors.costs[idx], valid)
-    out[rows] = _weighted_vectors(w, idx, anchors.vectors)
-    return _like(out, coords)
+    return _weighted_vectors(w, idx, anchors.vectors)
 
 
 def _like(out: np.ndarray, coords: Any) -> Any:
