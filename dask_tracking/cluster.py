@@ -109,7 +109,7 @@ def cluster(
     scheduler: str | None = None,
     local_directory: str | None = None,
     dashboard_address: str | None = ":0",
-    timeout: float = 10.0,
+    timeout: float | None = None,
     rmm_pool_size: Any = "auto",
 ) -> ClusterSession:
     """Start (or connect to) the Dask cluster a run uses.
@@ -136,8 +136,9 @@ def cluster(
         in the system temp directory).
     dashboard_address : str or None
         Where local clusters serve the dashboard (``":0"``: any free port; None: off).
-    timeout : float
-        Seconds to wait for an existing scheduler.
+    timeout : float, optional
+        Seconds to wait for an existing scheduler (default dask's
+        ``distributed.comm.timeouts.connect``, 30 s unless configured).
     rmm_pool_size : str or int
         RMM pool per GPU for ``kind="gpu"`` (``"auto"``: 80% of the device memory).
 
@@ -163,6 +164,11 @@ def cluster(
     limit = parse_memory(memory_limit)
     address = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if address:
+        if timeout is None:
+            import dask
+            from dask.utils import parse_timedelta
+
+            timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect", "30s"))
         log.info("connecting to the scheduler at %s", address)
         try:
             client = Client(address, timeout=timeout)
@@ -229,3 +235,14 @@ def _gpu_pool_size() -> int | None:  # pragma: no cover - needs a GPU
         return int(total * 0.8) // 256 * 256
     except Exception:
         return None
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """``dask_tracking.cluster`` is both this module and the function: importing the
+    submodule sets the package attribute to the module, so the module calls :func:`cluster`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ClusterSession:
+        return cluster(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
