@@ -183,5 +183,10 @@ def export_command(store, fmt, directory, overwrite) -> None:
         _fail(exc)
 
 
+from .prepare.command import prepare_command  # noqa: E402
+
+main.add_command(prepare_command, "prepare")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
