@@ -1,0 +1,7 @@
+"""Label tracks: voxels followed through time with the interpolated flow (spec section 3)."""
+
+from .label import label_tracks
+from .model import Tracks, track_columns
+from .walk import WalkParams, walk
+
+__all__ = ["Tracks", "WalkParams", "label_tracks", "track_columns", "walk"]
