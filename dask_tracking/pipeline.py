@@ -193,21 +193,19 @@ def _compute(objs: Sequence[Any], client: Any, progress: bool) -> list:
 
 
 # ------------------------------------------------------------------------ task bodies
-def _write_matches(path: str, t: int, matches: Any) -> int:
+def _write_matches(path: str, t: int, matches: Any, stopped: Any = False) -> int:
     import zarr
 
     from .backend import to_host
 
-    m = to_host(matches)
-    if m.ndim != 3 or m.shape[1] != 2:
-        m = m.reshape(-1, 2, m.shape[-1] if m.ndim >= 2 else 1)
-    m = m.astype(np.int64, copy=False)
+    m = np.asarray(to_host(matches))
     g = zarr.open_group(str(path), path="voxel_matches", mode="a")
-    z = g.create_array(str(int(t)), shape=m.shape, dtype="int64",
-                       chunks=(max(min(m.shape[0], 1 << 18), 1), 2, m.shape[2]), overwrite=True)
+    z = g.create_array(str(int(t)), shape=m.shape, dtype=m.dtype,
+                       chunks=(max(min(m.shape[0], 1 << 18), 1),) + tuple(m.shape[1:]), overwrite=True)
     if m.size:
         z[...] = m
-    z.attrs.update({"pair": [int(t), int(t) + 1], "columns": ["source", "target"]})
+    z.attrs.update({"pair": [int(t), int(t) + 1], "columns": ["source", "target"],
+                    "stopped": bool(stopped)})
     return int(m.shape[0])
 
 
@@ -235,6 +233,12 @@ def _write_tracks(path: str, data: Any, properties: Any, columns: list[str]) -> 
     return n
 
 
+def _finish_frame(path: str, t: int, count: Any, *deps: Any) -> int:
+    """Mark frame ``t`` done (after ``deps``, its writes) and return its labelled-voxel count."""
+    out_store.mark_frame_done(path, t)
+    return int(count)
+
+
 def _resume_state(group: Any, n_frames: int) -> int:
     """First frame to compute: the first one not marked done."""
     done = out_store.frames_done(group)
@@ -259,6 +263,7 @@ def run(
     track_label: int | None = None,
     track_start_frame: int = 0,
     scale: Any = None,
+    flow: FlowTable | None = None,
     progress: bool = False,
 ) -> RunResult:
     """Run the whole tracking stage and write every output to one zarr v3 store.
@@ -290,6 +295,10 @@ def run(
         Passed to :func:`dask_tracking.label_tracks` (``label``, ``start_frame``).
     scale : mapping or sequence, optional
         Override or supply the scale (T in s, Z/Y/X in um).
+    flow : FlowTable, optional
+        Use this flow table (e.g. one computed before, or Nellie's own
+        ``flow_vector_array.npy`` read with ``FlowTable.from_numpy``) instead of
+        estimating it; it is written to the store as is.
     progress : bool
         Show a progress bar.
 
@@ -311,6 +320,14 @@ def run(
         raise InputError(f"track_start_frame must be a non-negative integer, got {track_start_frame!r}")
     path = out_store.check_output_path(output, resume=resume, overwrite=overwrite)
     ds = validate(open_source(dataset, scale, compat=compat))
+    if flow is not None:
+        if not isinstance(flow, FlowTable):
+            raise InputError(f"flow must be a FlowTable or None, got {type(flow).__name__}")
+        if flow.ndim != ds.ndim or flow.n_frames != ds.n_frames:
+            raise InputError(
+                f"flow covers {flow.n_frames} frames in {flow.ndim}D but the dataset has "
+                f"{ds.n_frames} frames in {ds.ndim}D"
+            )
     if track_start_frame >= ds.n_frames:
         raise InputError(
             f"track_start_frame must be below the number of frames ({ds.n_frames}), got {track_start_frame}"
@@ -323,6 +340,8 @@ def run(
         from .tracks import label_tracks
 
     params = _parameters(ds, compat, max_distance_um, tracks, track_label, track_start_frame, flow_mode)
+    if flow is not None:
+        params["flow"] = "given"
     attrs = _attrs(ds, params)
     resumed = bool(resume and path.exists())
     if resumed:
@@ -343,9 +362,17 @@ def run(
         flow = FlowTable(_compute(flow.pairs, None, False), flow.ndim, flow.n_frames, flow.attrs)
         log.info("flow: read %d rows from the store", sum(len(p) for p in flow.pairs))
     else:
-        log.info("flow: estimating (max_distance_um=%g um/s)", max_distance_um)
-        lazy = estimate_flow(ds, max_distance_um=max_distance_um, compat=compat, mode=flow_mode)
-        pairs = _compute(lazy.pairs, client, progress)
+        if flow is not None:
+            log.info("flow: given")
+            lazy = flow
+        else:
+            log.info("flow: estimating (max_distance_um=%g um/s)", max_distance_um)
+            lazy = estimate_flow(ds, max_distance_um=max_distance_um, compat=compat, mode=flow_mode)
+        pairs = list(lazy.pairs)
+        todo = [i for i, p in enumerate(pairs) if dask.is_dask_collection(p)]
+        for i, v in zip(todo, _compute([pairs[i] for i in todo], client, progress)):
+            pairs[i] = v
+        pairs = [np.asarray(p, dtype=np.float64).reshape(-1, lazy.ncols) for p in pairs]
         flow = FlowTable(pairs, lazy.ndim, lazy.n_frames, lazy.attrs)
         flow.to_zarr(group, "flow", overwrite=True)
         group.attrs.update({"flow_done": True})
@@ -381,9 +408,10 @@ def run(
                 deps.append(da.store(src, target, regions=region, lock=False, compute=False,
                                      return_stored=False))
             if t >= 1:
-                deps.append(dask.delayed(_write_matches)(spath, t - 1, reassigned.matches[t - 1]))
-            objs.append(dask.delayed(out_store.mark_frame_done)(spath, t, *deps))
-            objs.append(da.count_nonzero(reassigned.labels[t]))
+                stop = reassigned.stopped[t - 1] if getattr(reassigned, "stopped", None) else False
+                deps.append(dask.delayed(_write_matches)(spath, t - 1, reassigned.matches[t - 1], stop))
+            count = da.count_nonzero(reassigned.labels[t])
+            objs.append(dask.delayed(_finish_frame)(spath, t, count, *deps))
             counts_for.append(t)
     n_track_rows = None
     if tracks and not (resumed and group.attrs.get("tracks_done", False)):
@@ -392,13 +420,13 @@ def run(
         objs.append(dask.delayed(_write_tracks)(str(path), tr.data, getattr(tr, "properties", None), cols))
     log.info("writing %d frames%s", len(frames), " and tracks" if tracks else "")
     results = _compute(objs, client, progress)
-    if tracks and len(results) > 2 * len(frames):
+    if tracks and len(results) > len(frames):
         n_track_rows = int(results[-1])
         group.attrs.update({"tracks_done": True})
     elif tracks:
         n_track_rows = int(group["tracks"].shape[0])
 
-    counts = dict(zip(counts_for, (int(c) for c in results[1:2 * len(frames):2])))
+    counts = dict(zip(counts_for, (int(c) for c in results[:len(frames)])))
     missing = [t for t in range(T) if t not in counts]
     if missing:
         stored = da.from_zarr(group["labels_reassigned"])

@@ -122,8 +122,8 @@ def export_nellie(group: Any, directory: str | Path, *, stem: str | None = None,
     pairs = []
     for t in range(T - 1):
         key = f"voxel_matches/{t}"
-        if key not in group:
-            break
+        if key not in group or group[key].attrs.get("stopped", False):
+            break  # Nellie's loop broke here: its voxel_matches.npy ends before this pair
         m = np.asarray(group[key][...])
         pairs.append((m[:, 0].astype(dt), m[:, 1].astype(dt)))
     vm = np.empty((len(pairs), 2), dtype=object)
