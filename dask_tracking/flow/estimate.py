@@ -21,15 +21,17 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import dask
 import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from ..blocks import halo_voxels, iter_blocks
 from ..config import gate_radius_um, resolve_compat
 from ..dataset import InputError, TrackingDataset, validate
 from .features import FrameFeatures, block_features, log_min, roi_radius_at
 from .matching import flow_rows, match_frames
-from .regions import ChunkGrid
+from .regions import ChunkGrid, read_region
 from .table import FlowTable
 
 __all__ = ["FlowParams", "estimate_flow", "MODES"]
@@ -149,39 +151,44 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
     grids = {n: ChunkGrid(getattr(dataset, n)) for n in ("raw", "preprocessed", "distance", "markers")}
     scan_blocks = list(iter_blocks(chunks, depth=1))
     feat_blocks = list(iter_blocks(chunks, depth=halo))
+    ndim = len(frame_shape)
+    arrays = [getattr(dataset, n) for n in grids]
+    tok = tokenize([a.name for a in arrays], params, n_frames, radius)
+    scan_n, summ_n, feat_n = f"flow-scan-{tok}", f"flow-summary-{tok}", f"flow-features-{tok}"
+    frame_n, pair_n = f"flow-frame-{tok}", f"flow-pair-{tok}"
 
-    frames = []
+    dsk: dict = {}
     for t in range(n_frames):
-        scans = [
-            dask.delayed(_scan_block, pure=True)(
-                grids["markers"].region(t, b.core), grids["distance"].region(t, b.outer),
-                grids["preprocessed"].region(t, b.core), b.core, b.outer, frame_shape, compat_on)
-            for b in scan_blocks
-        ]
-        summary = dask.delayed(_frame_summary, pure=True)(scans, halo, params, len(frame_shape))
-        feats = [
-            dask.delayed(_features_block, pure=True)(
-                grids["raw"].region(t, fb.outer), grids["preprocessed"].region(t, fb.outer),
-                scan, summary, fb.offset, frame_shape, compat_on)
-            for fb, scan in zip(feat_blocks, scans)
-        ]
-        frames.append(dask.delayed(FrameFeatures.concat, pure=True)(feats, len(frame_shape)))
-
-    pairs = [
-        dask.delayed(_match_pair, pure=True)(t, frames[t + 1], frames[t], spacing, radius, params)
-        for t in range(n_frames - 1)
-    ]
+        for bi, (b, fb) in enumerate(zip(scan_blocks, feat_blocks)):
+            mreg, mkeys = grids["markers"].region(t, b.core)
+            dreg, dkeys = grids["distance"].region(t, b.outer)
+            preg, pkeys = grids["preprocessed"].region(t, b.core)
+            dsk[(scan_n, t, bi)] = (_scan_block, mreg, mkeys, dreg, dkeys, preg, pkeys, frame_shape,
+                                    compat_on)
+            rreg, rkeys = grids["raw"].region(t, fb.outer)
+            freg, fkeys = grids["preprocessed"].region(t, fb.outer)
+            dsk[(feat_n, t, bi)] = (_features_block, rreg, rkeys, freg, fkeys, (scan_n, t, bi),
+                                    (summ_n, t), frame_shape, compat_on)
+        nb = len(scan_blocks)
+        dsk[(summ_n, t)] = (_frame_summary, [(scan_n, t, bi) for bi in range(nb)], halo, params, ndim)
+        dsk[(frame_n, t)] = (FrameFeatures.concat, [(feat_n, t, bi) for bi in range(nb)], ndim)
+    for t in range(n_frames - 1):
+        dsk[(pair_n, t)] = (_match_pair, t, (frame_n, t + 1), (frame_n, t), spacing, radius, params)
+    graph = HighLevelGraph.from_collections(pair_n, dsk, dependencies=arrays)
+    pairs = [Delayed((pair_n, t), graph, layer=pair_n) for t in range(n_frames - 1)]
     attrs = {"stage": "flow", "gate_radius_um": radius, **asdict(params)}
-    return FlowTable(pairs, len(frame_shape), n_frames, attrs)
+    return FlowTable(pairs, ndim, n_frames, attrs)
 
 
 # ----------------------------------------------------------------- tasks
-def _scan_block(markers, distance, pre, core, outer, frame_shape, compat=False):
+def _scan_block(mreg, mchunks, dreg, dchunks, preg, pchunks, frame_shape, compat=False):
     """Markers of a block core, their ROI half-width and the block's log minimum."""
-    pts = np.argwhere(np.asarray(markers) > 0).astype(np.int64)
-    pts += np.asarray([s.start for s in core], dtype=np.int64)
-    r = roi_radius_at(np.asarray(distance), pts, frame_shape, tuple(s.start for s in outer))
-    return pts, np.ceil(r), log_min(np.asarray(pre), compat)
+    markers = np.asarray(read_region(mreg, mchunks))
+    pts = np.argwhere(markers > 0).astype(np.int64)
+    pts += np.asarray(mreg.start, dtype=np.int64)
+    distance = np.asarray(read_region(dreg, dchunks))
+    r = roi_radius_at(distance, pts, frame_shape, dreg.start)
+    return pts, np.ceil(r), log_min(np.asarray(read_region(preg, pchunks)), compat)
 
 
 def _frame_summary(scans, halo, params: FlowParams, ndim: int) -> dict:
@@ -202,9 +209,17 @@ def _frame_summary(scans, halo, params: FlowParams, ndim: int) -> dict:
     return {"n": n, "cube": cube, "shift": shift, "streaming": streaming}
 
 
-def _features_block(raw, pre, scan, summary, offset, frame_shape, compat):
+def _features_block(rreg, rchunks, preg, pchunks, scan, summary, frame_shape, compat):
     pts, radii, _ = scan
-    return block_features(np.asarray(raw), np.asarray(pre), pts, radii, offset=offset,
+    if len(pts) == 0:
+        return FrameFeatures.empty(len(frame_shape))
+    # read only the window that the core's ROI boxes cover
+    lo = np.clip(pts - radii[:, None], 0, None).min(axis=0).astype(np.int64)
+    hi = np.minimum(pts + radii[:, None] + 1, np.asarray(frame_shape)).max(axis=0).astype(np.int64)
+    rwin, pwin = rreg.window(lo, hi), preg.window(lo, hi)
+    raw = np.asarray(read_region(rwin, rchunks))
+    pre = np.asarray(read_region(pwin, pchunks))
+    return block_features(raw, pre, pts, radii, offset=rwin.start,
                           frame_shape=frame_shape, cube=summary["cube"], shift=summary["shift"],
                           compat=compat, streaming=compat and summary["streaming"])
 

@@ -306,14 +306,14 @@ def block_features(raw: np.ndarray, pre: np.ndarray, points: np.ndarray, radii: 
     n = int(points.shape[0])
     if n == 0:
         return FrameFeatures.empty(ndim)
-    pre_t = transform_preprocessed(pre, shift, compat)
+    pre = transform_preprocessed(pre, shift, compat)
     lo, hi = _boxes(points, radii, frame_shape)
     off = np.asarray(offset)
     lo_l, hi_l = lo - off, hi - off
     if np.any(lo_l < 0) or np.any(hi_l > np.asarray(raw.shape)):
         raise RuntimeError("a marker's ROI box reaches beyond the block halo")
     if streaming and compat:
-        return _streaming_compat(raw, pre_t, points, lo_l, hi_l, ndim)
+        return _streaming_compat(raw, pre, points, lo_l, hi_l, ndim)
     stats = np.zeros((n, 4), np.float32)
     hu = np.zeros((n, n_hu(ndim)), np.float64)
     batch = max(1, _BATCH_VOXELS // (cube ** ndim))
@@ -321,25 +321,25 @@ def block_features(raw: np.ndarray, pre: np.ndarray, points: np.ndarray, radii: 
     for s in range(0, n, batch):
         e = min(n, s + batch)
         rc = np.zeros((e - s,) + (cube,) * ndim, raw.dtype)
-        pc = np.zeros((e - s,) + (cube,) * ndim, pre_t.dtype)
+        pc = np.zeros((e - s,) + (cube,) * ndim, pre.dtype)
         for k in range(s, e):
             src = tuple(slice(a, b) for a, b in zip(lo_l[k], hi_l[k]))
             dst = (k - s,) + tuple(slice(0, b - a) for a, b in zip(lo_l[k], hi_l[k]))
             rc[dst] = raw[src]
-            pc[dst] = pre_t[src]
+            pc[dst] = pre[src]
         stats[s:e] = np.concatenate([stat_fn(rc), stat_fn(pc)], axis=1)
         hu[s:e] = log_hu(_hu(rc, ndim, compat), compat)
     return FrameFeatures(points.astype(np.int64), stats, hu)
 
 
-def _streaming_compat(raw, pre_t, points, lo_l, hi_l, ndim) -> FrameFeatures:
+def _streaming_compat(raw, pre, points, lo_l, hi_l, ndim) -> FrameFeatures:
     n = points.shape[0]
     stats = np.zeros((n, 4), np.float32)
     hu = np.zeros((n, n_hu(ndim)), np.float32)
     for k in range(n):
         src = tuple(slice(a, b) for a, b in zip(lo_l[k], hi_l[k]))
         r = raw[src][None]
-        p = pre_t[src][None]
+        p = pre[src][None]
         stats[k] = np.concatenate((_stats_compat(r)[0], _stats_compat(p)[0]))
         hu[k] = log_hu(_hu(r, ndim, True), True)[0]
     return FrameFeatures(points.astype(np.int64), stats, hu)

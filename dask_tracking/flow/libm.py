@@ -53,8 +53,16 @@ def log10(x: np.ndarray) -> np.ndarray:
 
 
 def power(base: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """float64 C ``pow`` with NumPy broadcasting."""
+    """float64 C ``pow`` with NumPy broadcasting.
+
+    ``pow(x, 0) == 1`` and ``pow(x, 1) == x`` exactly, so only other exponents
+    are evaluated one by one.
+    """
     b, e = np.broadcast_arrays(np.asarray(base, dtype=np.float64), np.asarray(exponent, dtype=np.float64))
-    out = np.fromiter((math.pow(u, v) for u, v in zip(b.ravel().tolist(), e.ravel().tolist())),
-                      dtype=np.float64, count=b.size)
-    return out.reshape(b.shape)
+    out = np.where(e == 0, 1.0, b)
+    todo = (e != 0) & (e != 1)
+    if np.any(todo):
+        bt, et = b[todo].tolist(), e[todo].tolist()
+        out[todo] = np.fromiter((math.pow(u, v) for u, v in zip(bt, et)), dtype=np.float64,
+                                count=len(bt))
+    return out

@@ -2,19 +2,55 @@
 
 Instead of slicing the dask array per block (which builds a new sub-graph each
 time), a region task depends directly on the chunk keys it overlaps and copies
-the overlapping parts into one buffer. The buffer holds at most the region.
+the overlapping parts into one buffer. The buffer holds at most the region, and
+callers may ask for a smaller window of it at run time.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-import dask
 import dask.array as da
 import numpy as np
 
-__all__ = ["ChunkGrid", "read_region"]
+__all__ = ["ChunkGrid", "Region", "read_region"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where the pieces of a region come from (an opaque literal in the task graph).
+
+    ``start``/``shape`` locate the region in the frame; ``pieces`` holds, per input
+    chunk, the frame-local index ``t`` in the chunk and the source ranges in the
+    chunk and target ranges in the region.
+    """
+
+    start: tuple[int, ...]
+    shape: tuple[int, ...]
+    dtype: Any
+    pieces: tuple
+
+    def window(self, lo: Sequence[int], hi: Sequence[int]) -> "Region":
+        """The part of this region inside frame box ``[lo, hi)`` (clipped)."""
+        lo = [max(int(a), s) for a, s in zip(lo, self.start)]
+        hi = [min(int(b), s + n) for b, s, n in zip(hi, self.start, self.shape)]
+        hi = [max(a, b) for a, b in zip(lo, hi)]
+        pieces = []
+        for t_local, src, dst in self.pieces:
+            nsrc, ndst = [], []
+            for (sa, sb), (da_, db), a, b, st in zip(src, dst, lo, hi, self.start):
+                g0, g1 = max(st + da_, a), min(st + db, b)
+                if g1 <= g0:
+                    break
+                nsrc.append((sa + g0 - st - da_, sa + g1 - st - da_))
+                ndst.append((g0 - a, g1 - a))
+            else:
+                pieces.append((t_local, tuple(nsrc), tuple(ndst)))
+                continue
+            pieces.append(None)
+        return Region(tuple(lo), tuple(b - a for a, b in zip(lo, hi)), self.dtype, tuple(pieces))
 
 
 def _bounds(chunks: Sequence[int]) -> np.ndarray:
@@ -22,15 +58,17 @@ def _bounds(chunks: Sequence[int]) -> np.ndarray:
 
 
 class ChunkGrid:
-    """The chunks of one dask array (axes T + spatial) as Delayed objects, for region reads."""
+    """The chunk keys of one dask array (axes T + spatial), for region reads."""
 
     def __init__(self, array: da.Array):
         self.array = array
-        self.delayed = array.to_delayed()
+        self.keys = np.empty(array.numblocks, dtype=object)
+        for idx in np.ndindex(*array.numblocks):
+            self.keys[idx] = (array.name,) + idx
         self.bounds = [_bounds(c) for c in array.chunks]
 
-    def region(self, t: int, region: Sequence[slice]):
-        """A Delayed ndarray with frame ``t``'s values on ``region`` (spatial slices)."""
+    def region(self, t: int, region: Sequence[slice]) -> tuple[Region, list]:
+        """``(Region, chunk keys)`` for frame ``t``'s values on ``region`` (spatial slices)."""
         tc = int(np.searchsorted(self.bounds[0], t, side="right") - 1)
         t_local = int(t - self.bounds[0][tc])
         ranges = []
@@ -39,7 +77,7 @@ class ChunkGrid:
             first = int(np.searchsorted(b, s.start, side="right") - 1)
             last = int(np.searchsorted(b, s.stop, side="left") - 1)
             ranges.append(range(first, max(last, first) + 1))
-        pieces = []
+        pieces, keys = [], []
         for idx in itertools.product(*ranges):
             src, dst = [], []
             for a, (ci, s) in enumerate(zip(idx, region)):
@@ -47,23 +85,24 @@ class ChunkGrid:
                 lo, hi = max(s.start, int(b[ci])), min(s.stop, int(b[ci + 1]))
                 src.append((lo - int(b[ci]), hi - int(b[ci])))
                 dst.append((lo - s.start, hi - s.start))
-            pieces.append((self.delayed[(tc,) + idx], t_local, tuple(src), tuple(dst)))
-        shape = tuple(s.stop - s.start for s in region)
-        chunks = [p[0] for p in pieces]
-        meta = [p[1:] for p in pieces]
-        return dask.delayed(read_region, pure=True)(shape, self.array.dtype, meta, *chunks)
+            pieces.append((t_local, tuple(src), tuple(dst)))
+            keys.append(self.keys[(tc,) + idx])
+        reg = Region(tuple(s.start for s in region), tuple(s.stop - s.start for s in region),
+                     np.dtype(self.array.dtype), tuple(pieces))
+        return reg, keys
 
 
-def read_region(shape: tuple[int, ...], dtype: Any, meta: list, *chunks: Any) -> np.ndarray:
-    """Assemble a region from chunk pieces (``meta``: t index, source and target ranges)."""
-    if len(chunks) == 1:
-        t_local, src, dst = meta[0]
-        block = chunks[0][(t_local,) + tuple(slice(a, b) for a, b in src)]
-        if block.shape == tuple(shape):
+def read_region(region: Region, chunks: Sequence[Any]) -> np.ndarray:
+    """Assemble ``region`` from its input chunks (pieces marked None are skipped)."""
+    live = [(c, p) for c, p in zip(chunks, region.pieces) if p is not None]
+    if len(live) == 1:
+        c, (t_local, src, dst) = live[0]
+        block = c[(t_local,) + tuple(slice(a, b) for a, b in src)]
+        if block.shape == tuple(region.shape):
             return block
-    xp = _module(chunks[0]) if chunks else np
-    out = xp.empty(shape, dtype=dtype)
-    for c, (t_local, src, dst) in zip(chunks, meta):
+    xp = _module(chunks[0]) if len(chunks) else np
+    out = xp.empty(region.shape, dtype=region.dtype)
+    for c, (t_local, src, dst) in live:
         out[tuple(slice(a, b) for a, b in dst)] = c[(t_local,) + tuple(slice(a, b) for a, b in src)]
     return out
 
