@@ -122,6 +122,7 @@ def label_tracks(
              "compat": mode or "fixed"}
 
     seeds, seed_labels = _seeds(lab, start, label, skip)
+    attrs["n_seeds"] = len(seeds)
     if len(seeds) == 0:
         props = {"frame_num": np.zeros(0, np.int64)}
         if mode is None:
