@@ -18,7 +18,8 @@ def open_dataset(source: Any, scale: Any = None, *, spatial_chunks: Any = None) 
     source : str, Path, TrackingDataset or mapping
         * a zarr v3 group in our layout (six arrays, attrs ``axes`` and ``scale``);
         * an OME-Zarr group holding each volume as an OME-Zarr image;
-        * a Nellie output folder (``nellie_necessities/`` or the folder above it);
+        * a Nellie output folder (``nellie_necessities/``, the folder above it, or one of
+          its ``<stem>-im_*.ome.tif`` files to pick a stem);
         * a mapping of the six names to numpy or dask arrays (needs ``scale``);
         * a TrackingDataset (returned, rechunked if asked).
     scale : Scale, mapping or sequence, optional
@@ -77,6 +78,17 @@ def _open_path(path: Path, scale: Any) -> TrackingDataset:
         folder = find_nellie_folder(path)
         if folder is not None:
             return read_nellie_folder(folder, scale)
+    if path.is_file() and path.name.endswith(".ome.tif"):
+        from .nellie_folder import NELLIE_KEYS, read_nellie_folder
+
+        # one file of a Nellie folder (or its raw copy) names the stem to read
+        stem = path.name[: -len(".ome.tif")]
+        for key in NELLIE_KEYS.values():
+            if stem.endswith("-" + key):
+                stem = stem[: -len(key) - 1]
+                break
+        if (path.parent / f"{stem}-im_preprocessed.ome.tif").is_file():
+            return read_nellie_folder(path.parent, scale, stem=stem)
     raise InputError(
         f"source {str(path)!r} is not a zarr group (our layout or OME-Zarr) nor a Nellie output "
         "folder (with nellie_necessities/*-im_preprocessed.ome.tif and siblings)"
