@@ -154,6 +154,11 @@ def _export_inputs(group: Any, directory: Path, stem: str) -> list[Path]:
         log.warning("write_nellie_folder unavailable: Nellie export without the input volumes")
         return []
     ds = open_dataset(src)
+    want = list((group.attrs.get("input") or {}).get("shape", []))
+    if list(ds.shape) != want:
+        log.warning("input %r now has shape %s, the run used %s (a subset?): Nellie export "
+                    "without the input volumes", src, list(ds.shape), want)
+        return []
     written = write_nellie_folder(ds, directory, stem)
     if isinstance(written, (list, tuple)):
         return [Path(p) for p in written]
