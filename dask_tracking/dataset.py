@@ -29,6 +29,8 @@ class InputError(ValueError):
 
 
 def _positive(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"scale {name!r} must be a positive number, got {value!r} (bool)")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -295,7 +297,7 @@ class TrackingDataset:
         """A short text description (shapes, chunks, dtypes, scale)."""
         lines = [f"TrackingDataset {self.axes} {self.shape}  source={self.source}"]
         sc = ", ".join(
-            f"{k} {v:g} {'s' if k == 'T' else 'um'}" for k, v in self.scale.as_dict().items()
+            f"{k} {v:.5g} {'s' if k == 'T' else 'um'}" for k, v in self.scale.as_dict().items()
         )
         lines.append(f"  scale: {sc}")
         for name, a in self.arrays().items():
