@@ -62,6 +62,8 @@ def info(source: str, scale: str | None, no_markers: bool) -> None:
         click.echo(ds.summary())
         click.echo(f"  frames: {ds.n_frames} of {' x '.join(map(str, ds.spatial_shape))} "
                    f"({ds.axes[1:]})")
+        nbytes = sum(a.nbytes for a in ds.arrays().values())
+        click.echo(f"  size: {nbytes / 1e9:.3f} GB uncompressed (six volumes)")
         if not no_markers:
             validate(ds, values=True)
             counts = (ds.markers > 0).sum(axis=tuple(range(1, ds.markers.ndim))).compute()
