@@ -32,6 +32,7 @@ class Measured:
     peak_rss: int
     peak_anon: int
     peak_procs: int
+    peak_single: int
     timed_out: bool
     tail: str = ""
     inner: dict = field(default_factory=dict)
@@ -40,21 +41,22 @@ class Measured:
         return asdict(self)
 
 
-def _tree_memory(proc: psutil.Process) -> tuple[int, int, int]:
-    rss = anon = n = 0
+def _tree_memory(proc: psutil.Process) -> tuple[int, int, int, int]:
+    rss = anon = n = single = 0
     try:
         procs = [proc] + proc.children(recursive=True)
     except psutil.Error:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     for p in procs:
         try:
             mi = p.memory_info()
         except psutil.Error:
             continue
         rss += mi.rss
+        single = max(single, mi.rss)
         anon += max(mi.rss - getattr(mi, "shared", 0), 0)
         n += 1
-    return rss, anon, n
+    return rss, anon, n, single
 
 
 def run_measured(cmd: list[str], *, timeout: float | None = None, interval: float = 0.02,
@@ -65,7 +67,7 @@ def run_measured(cmd: list[str], *, timeout: float | None = None, interval: floa
     On timeout the whole tree is killed and ``timed_out`` is True. If ``inner_json``
     names a file the command writes, its content is returned as ``inner``.
     """
-    peak = {"rss": 0, "anon": 0, "n": 0}
+    peak = {"rss": 0, "anon": 0, "n": 0, "single": 0}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             cwd=cwd, text=True)
@@ -75,7 +77,8 @@ def run_measured(cmd: list[str], *, timeout: float | None = None, interval: floa
 
     def sample() -> None:
         while not stop.is_set():
-            rss, anon, n = _tree_memory(ps)
+            rss, anon, n, single = _tree_memory(ps)
+            peak["single"] = max(peak["single"], single)
             peak["rss"] = max(peak["rss"], rss)
             peak["anon"] = max(peak["anon"], anon)
             peak["n"] = max(peak["n"], n)
@@ -118,5 +121,5 @@ def run_measured(cmd: list[str], *, timeout: float | None = None, interval: floa
         except ValueError:
             inner = {}
     return Measured(cmd=[str(c) for c in cmd], rc=proc.returncode, wall_s=wall,
-                    peak_rss=peak["rss"], peak_anon=peak["anon"], peak_procs=peak["n"],
+                    peak_rss=peak["rss"], peak_anon=peak["anon"], peak_procs=peak["n"], peak_single=peak["single"],
                     timed_out=timed_out, tail="".join(out_lines[-30:]), inner=inner)

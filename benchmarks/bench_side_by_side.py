@@ -96,7 +96,7 @@ def run_ours(paths: dict, stage: str, compat: str, workers: int, memory_limit: s
 
 def _summary(m) -> dict:
     inner = m.inner
-    ok = m.rc == 0 and not m.timed_out and bool(inner)
+    ok = not m.timed_out and bool(inner) and "run_s" in inner
     return {"ok": ok, "timed_out": m.timed_out, "rc": m.rc, "wall_s": round(m.wall_s, 3),
             "run_s": round(inner.get("run_s", float("nan")), 3) if ok else None,
             "setup_s": round(inner.get("setup_s", 0.0) + inner.get("import_s", 0.0), 3) if ok else None,
