@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["Candidates", "FrameIndex", "block_candidates", "frame_index", "nearest_voxel",
+__all__ = ["Candidates", "FrameIndex", "block_candidates", "forward_predictions", "frame_index", "nearest_voxel",
            "scaled", "voxels_of"]
 
 
@@ -186,24 +186,61 @@ def _inside(coords: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.all((coords >= lo) & (coords < hi), axis=1)
 
 
-def block_candidates(sources: np.ndarray, targets: np.ndarray, core: Sequence[slice],
-                     anchors_forward: Any, anchors_backward: Any, spacing: Sequence[float],
-                     radius_um: float, *, compat: str | None = None,
+def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequence[float],
+                        radius_um: float, *, compat: str | None = None,
+                        index_prev: FrameIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Where the flow moves the labelled voxels of one block of frame t.
+
+    Parameters
+    ----------
+    sources : (n, d) int64
+        Labelled voxels of frame t in one block's core, raster order.
+    anchors_forward : Anchors or None
+        Start points of the rows of pair (t, t+1).
+    index_prev : FrameIndex, optional
+        Whole-frame index of frame t (``compat="nellie"``: the batch's ``K``).
+
+    Returns
+    -------
+    source : (m, d) int64
+        The voxels that received a vector, raster order.
+    predicted : (m, d) float64
+        ``source + vector``, voxels at frame t+1.
+    """
+    nd = len(spacing)
+    sources = np.asarray(sources, dtype=np.int64).reshape(-1, nd)
+    nellie = compat == "nellie"
+    if len(sources) == 0:
+        return sources, np.zeros((0, nd))
+    first = index_prev.coords[0] if nellie and len(index_prev.coords) else None
+    v = _interpolate(anchors_forward, sources, spacing, radius_um, compat,
+                     index_prev.k_forward if nellie else None, first)
+    ok = ~np.isnan(v).any(axis=1)
+    return sources[ok], sources[ok] + v[ok]
+
+
+def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_points: np.ndarray,
+                     targets: np.ndarray, core: Sequence[slice], anchors_backward: Any,
+                     spacing: Sequence[float], radius_um: float, *, compat: str | None = None,
                      index_prev: FrameIndex | None = None,
                      index_next: FrameIndex | None = None) -> Candidates:
     """Candidates of one frame pair whose target lies in ``core`` (spec 4.3).
 
     Parameters
     ----------
-    sources : (n, d) int64
-        Labelled voxels of frame t in the core plus the source halo, raster order.
+    forward : list of (source, predicted)
+        :func:`forward_predictions` of the frame-t blocks that overlap the core
+        plus the source halo (the only ones whose predictions can land in the core).
+    prev_points : (n, d) int64
+        Labelled voxels of frame t in the core plus the source halo, raster order
+        (the nearest-voxel candidates of backward predictions; unused with
+        ``compat="nellie"``).
     targets : (m, d) int64
         Labelled voxels of frame t+1 in the core plus the target halo, raster order.
     core : tuple of slice
         The block's core in frame coordinates.
-    anchors_forward, anchors_backward : Anchors or None
-        The kernel's anchors of pair (t, t+1): start points (forward) and end points
-        (backward).
+    anchors_backward : Anchors or None
+        End points of the rows of pair (t, t+1).
     spacing : sequence of float
         Voxel size, um.
     radius_um : float
@@ -224,7 +261,8 @@ def block_candidates(sources: np.ndarray, targets: np.ndarray, core: Sequence[sl
     nd = len(spacing)
     lo = np.array([s.start for s in core], dtype=np.int64)
     hi = np.array([s.stop for s in core], dtype=np.int64)
-    sources = np.asarray(sources, dtype=np.int64).reshape(-1, nd)
+    sp = np.asarray(spacing, dtype=np.float64)
+    prev_points = np.asarray(prev_points, dtype=np.int64).reshape(-1, nd)
     targets = np.asarray(targets, dtype=np.int64).reshape(-1, nd)
     core_targets = targets[_inside(targets, lo, hi)] if len(targets) else targets
     nellie = compat == "nellie"
@@ -232,15 +270,18 @@ def block_candidates(sources: np.ndarray, targets: np.ndarray, core: Sequence[sl
         raise ValueError("compat='nellie' needs the whole-frame indexes of both frames")
     parts = []
 
-    # forward: sources -> predicted positions -> nearest voxel of t+1
-    if len(sources) and len(core_targets):
-        first = index_prev.coords[0] if nellie and len(index_prev.coords) else None
-        v = _interpolate(anchors_forward, sources, spacing, radius_um, compat,
-                         index_prev.k_forward if nellie else None, first)
-        ok = ~np.isnan(v).any(axis=1)
-        if ok.any():
-            src = sources[ok]
-            pred = src + v[ok]
+    # forward: predictions landing near the core -> nearest voxel of t+1
+    if len(core_targets) and len(forward):
+        margin = radius_um / sp + 1.0
+        src = [np.asarray(f[0], dtype=np.int64).reshape(-1, nd) for f in forward]
+        pred = [np.asarray(f[1], dtype=np.float64).reshape(-1, nd) for f in forward]
+        near = [np.all((p >= lo - margin) & (p < hi + margin), axis=1) for p in pred]
+        src = np.concatenate([s[m] for s, m in zip(src, near)])
+        pred = np.concatenate([p[m] for p, m in zip(pred, near)])
+        if len(src):
+            shape_hint = np.maximum(src.max(axis=0) + 1, 1)
+            order = np.argsort(np.ravel_multi_index(tuple(src.T), tuple(shape_hint)), kind="stable")
+            src, pred = src[order], pred[order]
             if nellie:
                 _, j = index_next.tree.query(scaled(pred, spacing), k=1)
                 match = index_next.coords[np.asarray(j, dtype=np.int64)]
@@ -252,7 +293,8 @@ def block_candidates(sources: np.ndarray, targets: np.ndarray, core: Sequence[sl
             parts.append((src[keep], match[keep], err[keep]))
 
     # backward: core targets -> predicted origins -> nearest voxel of t
-    if len(core_targets) and len(sources if not nellie else index_prev.coords):
+    pool = index_prev.coords if nellie else prev_points
+    if len(core_targets) and len(pool):
         first = index_next.coords[0] if nellie and len(index_next.coords) else None
         v = _interpolate(anchors_backward, core_targets, spacing, radius_um, compat,
                          index_next.k_backward if nellie else None, first)
@@ -264,8 +306,8 @@ def block_candidates(sources: np.ndarray, targets: np.ndarray, core: Sequence[sl
                 _, j = index_prev.tree.query(scaled(pred, spacing), k=1)
                 match = index_prev.coords[np.asarray(j, dtype=np.int64)]
             else:
-                j, _ = nearest_voxel(sources, pred, spacing)
-                match = sources[j]
+                j, _ = nearest_voxel(prev_points, pred, spacing)
+                match = prev_points[j]
             err = _error(pred, match, spacing)
             keep = err < radius_um
             parts.append((match[keep], tgt[keep], err[keep]))

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..blocks import iter_blocks
-from .candidates import Candidates, block_candidates, frame_index, voxels_of
+from .candidates import Candidates, block_candidates, forward_predictions, frame_index, voxels_of
 from .halo import candidate_halo, max_displacement
 from .params import ReassignParams
 from .vote import best_matches, fill_block, merge_matches, merge_object_votes, object_votes, vote_block
@@ -101,11 +101,17 @@ def _core(c: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in c)
 
 
-def _candidates_task(src_mask, src_off, tgt_mask, tgt_off, core, a_fw, a_bw, spacing, radius,
+def _forward_task(obj, br, offset, a_fw, spacing, radius, compat, idx_prev):
+    src = voxels_of((np.asarray(obj)[0] > 0) | (np.asarray(br)[0] > 0), offset)
+    return forward_predictions(src, a_fw, spacing, radius, compat=compat, index_prev=idx_prev)
+
+
+def _candidates_task(forward, src_mask, src_off, tgt_mask, tgt_off, core, a_bw, spacing, radius,
                      compat, idx_prev, idx_next) -> Candidates:
-    return block_candidates(voxels_of(src_mask, src_off), voxels_of(tgt_mask, tgt_off), _core(core),
-                            a_fw, a_bw, spacing, radius, compat=compat, index_prev=idx_prev,
-                            index_next=idx_next)
+    nd = len(spacing)
+    prev = voxels_of(src_mask, src_off) if src_mask is not None else np.zeros((0, nd), np.int64)
+    return block_candidates(forward, prev, voxels_of(tgt_mask, tgt_off), _core(core), a_bw,
+                            spacing, radius, compat=compat, index_prev=idx_prev, index_next=idx_next)
 
 
 def _chunk_voxels_task(obj, br, offset) -> np.ndarray:
@@ -243,7 +249,15 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarra
             a_bw = k("anchors-bw", t - 1) if t >= 1 else None
             dsk[k("index", t)] = (_frame_index_task, vkeys, shape, sp, r, a_fw, a_bw)
 
-    # candidates and best matches per (pair, block)
+    # forward predictions per (pair, source block): each labelled voxel moved once
+    for t in range(T - 1):
+        for b in blocks:
+            off = np.array([s.start for s in b.core], dtype=np.int64)
+            dsk[k("fwd", t, *b.index)] = (_forward_task, in_key(labels, t, b.index), in_key(branches, t, b.index),
+                                          off, k("anchors-fw", t), sp, r, params.compat,
+                                          k("index", t) if nellie else None)
+
+    # candidates and best matches per (pair, target block)
     src_regions: dict = {}
     for t in range(T - 1):
         h_src, h_tgt = candidate_halo(max_displacement(rows[t], nd), sp, r)
@@ -251,24 +265,27 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarra
             h_tgt = (0,) * nd
         for b in blocks:
             core = np.array([[s.start, s.stop] for s in b.core], dtype=np.int64)
-            masks = []
+            masks = {}
             for which, ft, h in (("src", t, h_src), ("tgt", t + 1, h_tgt)):
                 outer = tuple(slice(max(s.start - d, 0), min(s.stop + d, n))
                               for s, d, n in zip(b.core, h, shape))
                 reg, cidx = _region(bounds, outer)
                 if which == "src":
                     src_regions[(t, b.index)] = (reg, cidx)
+                    if nellie:  # backward matches come from the whole-frame index
+                        masks[which] = (None, None)
+                        continue
                 key = k(f"mask-{which}", t, *b.index)
                 dsk[key] = (_mask_task, reg, len(cidx),
                             *[in_key(labels, ft, c) for c in cidx],
                             *[in_key(branches, ft, c) for c in cidx])
-                masks.append((key, np.array(reg.offset, dtype=np.int64)))
+                masks[which] = (key, np.array(reg.offset, dtype=np.int64))
+            fwd = [k("fwd", t, *c) for c in src_regions[(t, b.index)][1]]
             ck = k("cand", t, *b.index)
-            dsk[ck] = (_candidates_task, masks[0][0], masks[0][1], masks[1][0], masks[1][1], core,
-                       k("anchors-fw", t), k("anchors-bw", t), sp, r, params.compat,
+            dsk[ck] = (_candidates_task, fwd, masks["src"][0], masks["src"][1], masks["tgt"][0],
+                       masks["tgt"][1], core, k("anchors-bw", t), sp, r, params.compat,
                        k("index", t) if nellie else None, k("index", t + 1) if nellie else None)
-            bk = k("best", t, *b.index)
-            dsk[bk] = (best_matches, ck, shape)
+            dsk[k("best", t, *b.index)] = (best_matches, ck, shape)
 
     # stop chain (Nellie's break)
     stop_keys = None
