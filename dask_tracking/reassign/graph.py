@@ -21,6 +21,7 @@ The graph is one dict of tasks built without reading any data.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -46,16 +47,17 @@ class Region:
     places: tuple  # ((dst slices), (src slices)) per piece, in the order of the piece keys
 
 
-def _chunk_bounds(chunks: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    return [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks]
+def _chunk_bounds(chunks: Sequence[Sequence[int]]) -> list[list[int]]:
+    return [[0] + [int(v) for v in np.cumsum(c)] for c in chunks]
 
 
-def _region(bounds: list[np.ndarray], outer: Sequence[slice]) -> tuple[Region, list[tuple[int, ...]]]:
+def _region(bounds: list[list[int]], outer: Sequence[slice]) -> tuple[Region, list[tuple[int, ...]]]:
     """The chunk indices overlapping ``outer`` and how to place them."""
     per_axis = []
     for b, s in zip(bounds, outer):
-        idx = [i for i in range(len(b) - 1) if b[i] < s.stop and b[i + 1] > s.start]
-        per_axis.append(idx)
+        first = bisect.bisect_right(b, s.start) - 1
+        last = bisect.bisect_left(b, s.stop)
+        per_axis.append(range(max(first, 0), min(last, len(b) - 1)))
     places, cidx = [], []
     for combo in itertools.product(*per_axis):
         dst, src = [], []
@@ -225,8 +227,13 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarra
     sp = tuple(float(s) for s in spacing)
     dsk: dict = {}
 
+    names: dict = {}
+
     def k(kind: str, *idx):
-        return (f"reassign-{kind}-{token}",) + tuple(idx)
+        name = names.get(kind)
+        if name is None:
+            name = names[kind] = f"reassign-{kind}-{token}"
+        return (name, *idx)
 
     def in_key(arr, t, cidx):
         return (arr.name, t) + tuple(cidx)
@@ -259,6 +266,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarra
 
     # candidates and best matches per (pair, target block)
     src_regions: dict = {}
+    regions: dict = {}
     for t in range(T - 1):
         h_src, h_tgt = candidate_halo(max_displacement(rows[t], nd), sp, r)
         if nellie:  # the nearest voxel comes from the whole-frame index
@@ -269,7 +277,10 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarra
             for which, ft, h in (("src", t, h_src), ("tgt", t + 1, h_tgt)):
                 outer = tuple(slice(max(s.start - d, 0), min(s.stop + d, n))
                               for s, d, n in zip(b.core, h, shape))
-                reg, cidx = _region(bounds, outer)
+                okey = tuple((o.start, o.stop) for o in outer)
+                if okey not in regions:
+                    regions[okey] = _region(bounds, outer)
+                reg, cidx = regions[okey]
                 if which == "src":
                     src_regions[(t, b.index)] = (reg, cidx)
                     if nellie:  # backward matches come from the whole-frame index
