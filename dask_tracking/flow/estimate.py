@@ -51,8 +51,11 @@ class FlowParams:
     max_dense_roi_voxels: int = int(5e7)
     low_memory: bool = False
     max_radius_um: float = 1.0
+    compat_math: str = "libm"
 
     def __post_init__(self) -> None:
+        if self.compat_math not in ("libm", "numpy"):
+            raise InputError(f"compat_math must be 'libm' or 'numpy', got {self.compat_math!r}")
         object.__setattr__(self, "compat", resolve_compat(self.compat))
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
@@ -88,7 +91,8 @@ def roi_halo(params: FlowParams, spacing: tuple[float, ...]) -> tuple[int, ...]:
 def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, compat: Any = None,
                   mode: str = "auto", max_dense_pairs: int = int(1e7),
                   max_dense_roi_voxels: int = int(5e7), low_memory: bool = False,
-                  max_radius_um: float = 1.0, num_t: int | None = None) -> FlowTable:
+                  max_radius_um: float = 1.0, num_t: int | None = None,
+                  compat_math: str = "libm") -> FlowTable:
     """Flow vectors by Hu-moment marker matching (Nellie's HuMomentTracking), lazily.
 
     Parameters
@@ -117,6 +121,13 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
         feature halo (see :func:`roi_halo`). A larger ROI raises at compute time.
     num_t : int, optional
         Use only frames ``0 .. num_t - 1`` (Nellie's ``num_t``).
+    compat_math : {"libm", "numpy"}
+        Compat only. ``"libm"`` (default) evaluates ``log10f``, ``log10`` and ``pow``
+        with the C library, as NumPy does on CPUs without AVX-512: the bits of the
+        Nellie reference outputs. ``"numpy"`` uses NumPy's ufuncs, which on AVX-512
+        CPUs call SVML kernels that differ in the last bit: the bits of Nellie run
+        in the same environment on such a CPU (float16 costs then differ by one
+        ULP in a few rows).
 
     Returns
     -------
@@ -134,7 +145,7 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
         raise InputError(f"dataset must be a TrackingDataset, got {type(dataset).__name__}")
     params = FlowParams(max_distance_um=max_distance_um, compat=compat, mode=mode,
                         max_dense_pairs=max_dense_pairs, max_dense_roi_voxels=max_dense_roi_voxels,
-                        low_memory=low_memory, max_radius_um=max_radius_um)
+                        low_memory=low_memory, max_radius_um=max_radius_um, compat_math=compat_math)
     validate(dataset)
     n_frames = dataset.n_frames
     if num_t is not None:
@@ -147,6 +158,7 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
     chunks = dataset.spatial_chunks
     halo = roi_halo(params, spacing)
     compat_on = params.compat == "nellie"
+    use_libm = params.compat_math == "libm"
 
     grids = {n: ChunkGrid(getattr(dataset, n)) for n in ("raw", "preprocessed", "distance", "markers")}
     scan_blocks = list(iter_blocks(chunks, depth=1))
@@ -164,11 +176,11 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
             dreg, dkeys = grids["distance"].region(t, b.outer)
             preg, pkeys = grids["preprocessed"].region(t, b.core)
             dsk[(scan_n, t, bi)] = (_scan_block, mreg, mkeys, dreg, dkeys, preg, pkeys, frame_shape,
-                                    compat_on)
+                                    compat_on, use_libm)
             rreg, rkeys = grids["raw"].region(t, fb.outer)
             freg, fkeys = grids["preprocessed"].region(t, fb.outer)
             dsk[(feat_n, t, bi)] = (_features_block, rreg, rkeys, freg, fkeys, (scan_n, t, bi),
-                                    (summ_n, t), frame_shape, compat_on)
+                                    (summ_n, t), frame_shape, compat_on, use_libm)
         nb = len(scan_blocks)
         dsk[(summ_n, t)] = (_frame_summary, [(scan_n, t, bi) for bi in range(nb)], halo, params, ndim)
         dsk[(frame_n, t)] = (FrameFeatures.concat, [(feat_n, t, bi) for bi in range(nb)], ndim)
@@ -181,14 +193,15 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
 
 
 # ----------------------------------------------------------------- tasks
-def _scan_block(mreg, mchunks, dreg, dchunks, preg, pchunks, frame_shape, compat=False):
+def _scan_block(mreg, mchunks, dreg, dchunks, preg, pchunks, frame_shape, compat=False,
+                use_libm=True):
     """Markers of a block core, their ROI half-width and the block's log minimum."""
     markers = np.asarray(read_region(mreg, mchunks))
     pts = np.argwhere(markers > 0).astype(np.int64)
     pts += np.asarray(mreg.start, dtype=np.int64)
     distance = np.asarray(read_region(dreg, dchunks))
     r = roi_radius_at(distance, pts, frame_shape, dreg.start)
-    return pts, np.ceil(r), log_min(np.asarray(read_region(preg, pchunks)), compat)
+    return pts, np.ceil(r), log_min(np.asarray(read_region(preg, pchunks)), compat, use_libm)
 
 
 def _frame_summary(scans, halo, params: FlowParams, ndim: int) -> dict:
@@ -209,7 +222,7 @@ def _frame_summary(scans, halo, params: FlowParams, ndim: int) -> dict:
     return {"n": n, "cube": cube, "shift": shift, "streaming": streaming}
 
 
-def _features_block(rreg, rchunks, preg, pchunks, scan, summary, frame_shape, compat):
+def _features_block(rreg, rchunks, preg, pchunks, scan, summary, frame_shape, compat, use_libm=True):
     pts, radii, _ = scan
     if len(pts) == 0:
         return FrameFeatures.empty(len(frame_shape))
@@ -221,7 +234,7 @@ def _features_block(rreg, rchunks, preg, pchunks, scan, summary, frame_shape, co
     pre = np.asarray(read_region(pwin, pchunks))
     return block_features(raw, pre, pts, radii, offset=rwin.start,
                           frame_shape=frame_shape, cube=summary["cube"], shift=summary["shift"],
-                          compat=compat, streaming=compat and summary["streaming"])
+                          compat=compat, streaming=compat and summary["streaming"], use_libm=use_libm)
 
 
 def _match_pair(t, post, pre, spacing, radius, params: FlowParams):

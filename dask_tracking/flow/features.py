@@ -84,7 +84,8 @@ class FrameFeatures:
 
 
 # ------------------------------------------------------------------ transforms
-def transform_preprocessed(pre: Any, shift: float | None, compat: bool = False) -> Any:
+def transform_preprocessed(pre: Any, shift: float | None, compat: bool = False,
+                           use_libm: bool = True) -> Any:
     """Nellie's log transform of the preprocessed image (spec 1.3 step 1).
 
     ``log10`` of the positive voxels (float32), then ``shift`` (the frame's minimum
@@ -95,24 +96,24 @@ def transform_preprocessed(pre: Any, shift: float | None, compat: bool = False) 
     pre : ndarray, float32, any shape
     shift : float32 scalar or None
         Minimum over the whole frame of the log-transformed values, when negative.
-    compat : bool
-        Use the C library's ``log10f`` (Nellie's bits, see :mod:`.libm`).
+    compat, use_libm : bool
+        With both, use the C library's ``log10f`` (Nellie's bits, see :mod:`.libm`).
     """
     xp = _xp(pre)
     out = xp.array(pre, dtype=pre.dtype, copy=True)
     pos = out > 0
-    out[pos] = _log10f(out[pos]) if compat else xp.log10(out[pos])
+    out[pos] = _log10f(out[pos]) if (compat and use_libm) else xp.log10(out[pos])
     if shift is not None:
         neg = out < 0
         out[neg] -= np.asarray(shift, dtype=out.dtype)
     return out
 
 
-def log_min(pre: Any, compat: bool = False) -> float | None:
+def log_min(pre: Any, compat: bool = False, use_libm: bool = True) -> float | None:
     """Minimum of the log-transformed values of ``pre`` if negative, else None (a block reduction)."""
     if pre.size == 0:
         return None
-    out = transform_preprocessed(pre, None, compat)
+    out = transform_preprocessed(pre, None, compat, use_libm)
     m = out.min()
     return m.item() if m < 0 else None
 
@@ -186,7 +187,7 @@ def _stats_fixed(images: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------- Hu moments
-def _eta_compat(images: np.ndarray) -> np.ndarray:
+def _eta_compat(images: np.ndarray, use_libm: bool = True) -> np.ndarray:
     """Normalised central moments eta_pq, p, q < 4, as Nellie sums them: (n, 4, 4) float64.
 
     Powers of float64 values use the C library's ``pow`` (see :mod:`.libm`); the
@@ -205,11 +206,15 @@ def _eta_compat(images: np.ndarray) -> np.ndarray:
     m00 = raw[:, 0, 0]
     xb = (raw[:, 1, 0] / (m00 + 1e-12))[:, None, None, None, None]
     yb = (raw[:, 0, 1] / (m00 + 1e-12))[:, None, None, None, None]
-    xs = libm.power(xg[:, :1] - xb, px)          # (n, 1, W, 4, 1)
-    ys = libm.power(yg[:, :, :1] - yb, py)       # (n, H, 1, 1, 4)
-    mu = np.sum(ext * xs * ys, axis=(1, 2))
     order = np.arange(4)[:, None] + np.arange(4)[None, :]
-    denom = libm.power(m00[:, None, None].astype(np.float64), (order[None, :, :] + 2) / 2.0) + 1e-12
+    if use_libm:
+        xs = libm.power(xg[:, :1] - xb, px)          # (n, 1, W, 4, 1)
+        ys = libm.power(yg[:, :, :1] - yb, py)       # (n, H, 1, 1, 4)
+        mu = np.sum(ext * xs * ys, axis=(1, 2))
+        denom = libm.power(m00[:, None, None].astype(np.float64), (order[None, :, :] + 2) / 2.0) + 1e-12
+    else:  # NumPy's own power, as Nellie evaluates it in this process
+        mu = np.sum(ext * (xg - xb) ** px * (yg - yb) ** py, axis=(1, 2))
+        denom = (m00[:, None, None] ** ((order[None, :, :] + 2) / 2.0)) + 1e-12
     return mu / denom
 
 
@@ -248,17 +253,19 @@ def _hu_from_eta(eta: np.ndarray) -> np.ndarray:
     return hu
 
 
-def log_hu(hu: np.ndarray, compat: bool = False) -> np.ndarray:
+def log_hu(hu: np.ndarray, compat: bool = False, use_libm: bool = True) -> np.ndarray:
     """``-sign(h) * log10(max(|h|, tiny))``, non-finite values set to 0 (0 maps to 0)."""
     if hu.size == 0:
         return hu
     mag = np.maximum(np.abs(hu), np.finfo(hu.dtype).tiny)
-    out = -np.sign(hu) * (libm.log10(mag) if compat else np.log10(mag))
+    out = -np.sign(hu) * (libm.log10(mag) if (compat and use_libm) else np.log10(mag))
     return np.where(np.isfinite(out), out, 0.0)
 
 
-def _hu(images: np.ndarray, ndim: int, compat: bool) -> np.ndarray:
-    eta = _eta_compat if compat else _eta_fixed
+def _hu(images: np.ndarray, ndim: int, compat: bool, use_libm: bool = True) -> np.ndarray:
+    def eta(im):
+        return _eta_compat(im, use_libm) if compat else _eta_fixed(im)
+
     if ndim == 2:
         return _hu_from_eta(eta(images))
     parts = [_hu_from_eta(eta(np.max(images, axis=a))) for a in (1, 2, 3)]
@@ -274,7 +281,8 @@ def _boxes(points: np.ndarray, radii: np.ndarray, frame_shape: tuple[int, ...]):
 
 def block_features(raw: np.ndarray, pre: np.ndarray, points: np.ndarray, radii: np.ndarray, *,
                    offset: tuple[int, ...], frame_shape: tuple[int, ...], cube: int,
-                   shift: float | None, compat: bool, streaming: bool = False) -> FrameFeatures:
+                   shift: float | None, compat: bool, streaming: bool = False,
+                   use_libm: bool = True) -> FrameFeatures:
     """Features of the markers ``points`` from a block region of one frame.
 
     Parameters
@@ -297,6 +305,10 @@ def block_features(raw: np.ndarray, pre: np.ndarray, points: np.ndarray, radii: 
         Nellie's numerics (True) or float64 statistics (False).
     streaming : bool
         Nellie's streaming layout (exact-size boxes, float32 Hu); compat only.
+    use_libm : bool
+        Compat only: ``log10f``/``log10``/``pow`` from the C library (the bits of
+        Nellie's reference outputs) rather than NumPy's SIMD kernels (the bits of
+        Nellie run in this process on an AVX-512 CPU).
 
     Returns
     -------
@@ -306,14 +318,14 @@ def block_features(raw: np.ndarray, pre: np.ndarray, points: np.ndarray, radii: 
     n = int(points.shape[0])
     if n == 0:
         return FrameFeatures.empty(ndim)
-    pre = transform_preprocessed(pre, shift, compat)
+    pre = transform_preprocessed(pre, shift, compat, use_libm)
     lo, hi = _boxes(points, radii, frame_shape)
     off = np.asarray(offset)
     lo_l, hi_l = lo - off, hi - off
     if np.any(lo_l < 0) or np.any(hi_l > np.asarray(raw.shape)):
         raise RuntimeError("a marker's ROI box reaches beyond the block halo")
     if streaming and compat:
-        return _streaming_compat(raw, pre, points, lo_l, hi_l, ndim)
+        return _streaming_compat(raw, pre, points, lo_l, hi_l, ndim, use_libm)
     stats = np.zeros((n, 4), np.float32)
     hu = np.zeros((n, n_hu(ndim)), np.float64)
     batch = max(1, _BATCH_VOXELS // (cube ** ndim))
@@ -328,11 +340,11 @@ def block_features(raw: np.ndarray, pre: np.ndarray, points: np.ndarray, radii: 
             rc[dst] = raw[src]
             pc[dst] = pre[src]
         stats[s:e] = np.concatenate([stat_fn(rc), stat_fn(pc)], axis=1)
-        hu[s:e] = log_hu(_hu(rc, ndim, compat), compat)
+        hu[s:e] = log_hu(_hu(rc, ndim, compat, use_libm), compat, use_libm)
     return FrameFeatures(points.astype(np.int64), stats, hu)
 
 
-def _streaming_compat(raw, pre, points, lo_l, hi_l, ndim) -> FrameFeatures:
+def _streaming_compat(raw, pre, points, lo_l, hi_l, ndim, use_libm=True) -> FrameFeatures:
     n = points.shape[0]
     stats = np.zeros((n, 4), np.float32)
     hu = np.zeros((n, n_hu(ndim)), np.float32)
@@ -341,7 +353,7 @@ def _streaming_compat(raw, pre, points, lo_l, hi_l, ndim) -> FrameFeatures:
         r = raw[src][None]
         p = pre[src][None]
         stats[k] = np.concatenate((_stats_compat(r)[0], _stats_compat(p)[0]))
-        hu[k] = log_hu(_hu(r, ndim, True), True)[0]
+        hu[k] = log_hu(_hu(r, ndim, True, use_libm), True, use_libm)[0]
     return FrameFeatures(points.astype(np.int64), stats, hu)
 
 
