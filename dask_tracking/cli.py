@@ -76,11 +76,12 @@ def info(source: str, scale: str | None, no_markers: bool) -> None:
 
 # ----------------------------------------------------------------------------- run
 def _setup_logging(verbose: int) -> None:
+    """dask_tracking's own INFO lines always; -v adds its DEBUG lines, -vv dask's INFO too."""
     import logging
 
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    logging.getLogger("dask_tracking").setLevel(level if verbose > 0 else logging.INFO)
+    logging.basicConfig(level=logging.INFO if verbose >= 2 else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("dask_tracking").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
 
 
 def _cluster_options(f):
