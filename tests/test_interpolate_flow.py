@@ -108,10 +108,10 @@ def test_graph_on_huge_lazy_input_is_fast_and_lazy(table, yeast, compat):
 def test_big_run_on_memory_limited_cluster(table, yeast):
     from distributed import Client, LocalCluster
 
-    n = 3_000_000  # 72 MB of query points, 16 chunks, workers limited to 700 MiB
+    n = 2_000_000  # 48 MB of query points in 8 chunks; workers limited to 700 MiB
     rng = da.random.default_rng(3)
-    coords = rng.uniform(0, 1, size=(n, 3), chunks=(n // 16, 3)) * np.array(yeast.spatial_shape)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    coords = rng.uniform(0, 1, size=(n, 3), chunks=(n // 8, 3)) * np.array(yeast.spatial_shape)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       memory_limit="700MiB") as cluster, Client(cluster):
         v = dt.interpolate_flow(table, coords, 10, compat="nellie", scale=yeast)
         n_ok, mean = da.compute((~da.isnan(v[:, 0])).sum(), da.nanmean(v, axis=0))

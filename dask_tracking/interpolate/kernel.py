@@ -305,7 +305,7 @@ def interpolate_points(
     live = np.flatnonzero(good & (k > 0))
     if len(live):
         for rows in _row_blocks(live, int(k[live].max())):
-            out[rows] = _fixed_block(tree, anchors, q[rows], k[rows])
+            out[rows] = _fixed_block(tree, anchors, q[rows], k[rows], float(radius_um))
     return _like(out, coords)
 
 
@@ -330,9 +330,10 @@ def _nellie_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, K: int)
     return _weighted_vectors(w, idx, anchors.vectors)
 
 
-def _fixed_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray) -> np.ndarray:
+def _fixed_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, radius_um: float) -> np.ndarray:
     K = int(kr.max())
-    dist, idx = tree.query(q, k=K, p=2)
+    # the bound prunes the search; the first k_i (all within r) are found either way
+    dist, idx = tree.query(q, k=K, p=2, distance_upper_bound=radius_um * (1 + 1e-9) + 1e-12)
     dist = np.asarray(dist, dtype=np.float64).reshape(len(q), K)
     idx = np.asarray(idx, dtype=np.int64).reshape(len(q), K)
     valid = np.arange(K)[None, :] < kr[:, None]
