@@ -68,13 +68,44 @@ def _mb(b: int) -> float:
     return round(b / 2**20, 1)
 
 
-def run_nellie(paths: dict, stage: str, timeout: float) -> dict:
+_DISPATCH_PROBE = (
+    "from numpy._core._multiarray_umath import __cpu_features__ as F, __cpu_dispatch__ as D\n"
+    "print(' '.join(f for f in D if F.get(f) and (f == 'X86_V4' or f.startswith('AVX512'))))")
+
+
+def nellie_env_vars(cpu_features: str) -> tuple[dict, str]:
+    """Environment of the Nellie runs and the ``NPY_DISABLE_CPU_FEATURES`` value used.
+
+    NumPy's AVX-512 (SVML) ``log10``/``power`` differ from the C library in the last bit for
+    a few inputs, so Nellie 1.0.4's flow costs depend on the CPU. Nellie's reference outputs
+    (``../shared/data``) were made without AVX-512 dispatch, and ``compat="nellie"`` gives those
+    bits on any CPU. ``cpu_features="no-avx512"`` (default) runs Nellie with NumPy's AVX-512
+    dispatch turned off so that the parity check compares against the bits of the reference;
+    ``"native"`` runs it as NumPy chooses on this CPU.
+    """
+    env = dict(os.environ)
+    if cpu_features == "native":
+        env.pop("NPY_DISABLE_CPU_FEATURES", None)
+        return env, ""
+    r = subprocess.run([str(nellie_env.python()), "-c", _DISPATCH_PROBE], capture_output=True, text=True)
+    off = r.stdout.strip()
+    if off:
+        env["NPY_DISABLE_CPU_FEATURES"] = off
+    return env, off
+
+
+def run_nellie(paths: dict, stage: str, timeout: float, cpu_features: str = "no-avx512") -> dict:
     js = OUT / f"nellie_{paths['stem']}_{stage}.json"
     js.unlink(missing_ok=True)
     cmd = [str(nellie_env.python()), str(HERE / "_nellie_stage.py"), "--raw",
            str(paths["nellie_raw"]), "--stage", stage, "--json", str(js)]
-    m = run_measured(cmd, timeout=timeout, inner_json=js)
-    return _summary(m)
+    env, off = nellie_env_vars(cpu_features)
+    m = run_measured(cmd, timeout=timeout, inner_json=js, env=env)
+    d = _summary(m)
+    d["npy_disable_cpu_features"] = off
+    if off:
+        d["cmd"] = f"NPY_DISABLE_CPU_FEATURES='{off}' " + d["cmd"]
+    return d
 
 
 def run_ours(paths: dict, stage: str, compat: str, workers: int, memory_limit: str,
@@ -188,7 +219,8 @@ def parity(paths: dict, nellie: dict, ours: dict) -> dict:
 
 # ------------------------------------------------------------------ driver
 def bench_size(n: int, frames: int, *, workers: int, memory_limit: str, timeout: float,
-               modes=("nellie", "compat", "default"), chunks=(17, 256, 256)) -> dict:
+               modes=("nellie", "compat", "default"), chunks=(17, 256, 256),
+               nellie_cpu_features: str = "no-avx512") -> dict:
     paths = make_inputs.make(n, frames, chunks=chunks)
     OUT.mkdir(parents=True, exist_ok=True)
     z = paths["zarr"]
@@ -198,8 +230,11 @@ def bench_size(n: int, frames: int, *, workers: int, memory_limit: str, timeout:
     result = {"size": f"x{n}", "tiles": n, "frames": frames, "shape": shape,
               "voxels": int(np.prod(shape)), "voxels_per_frame": int(np.prod(shape[1:])),
               "workers": workers, "memory_limit": memory_limit, "machine": machine(),
+              "nellie_cpu_features": nellie_cpu_features,
               "command": f"python benchmarks/bench_side_by_side.py --tiles {n} --frames {frames}"
-                         f" --workers {workers}"}
+                         f" --workers {workers}"
+                         + ("" if nellie_cpu_features == "no-avx512" else
+                            f" --nellie-cpu-features {nellie_cpu_features}")}
     for tag in ("compat", "default"):
         shutil.rmtree(OUT / f"{z.stem}_{'nellie' if tag == 'compat' else 'default'}_w{workers}.zarr",
                       ignore_errors=True)
@@ -207,7 +242,7 @@ def bench_size(n: int, frames: int, *, workers: int, memory_limit: str, timeout:
         nellie_env.ensure()
         result["nellie"] = {}
         for s in STAGES:
-            r = run_nellie(paths, s, timeout)
+            r = run_nellie(paths, s, timeout, nellie_cpu_features)
             result["nellie"][s] = r
             print(f"  x{n} nellie  {s:9s} {_fmt(r)}", flush=True)
             if not r["ok"]:
@@ -232,7 +267,8 @@ def bench_size(n: int, frames: int, *, workers: int, memory_limit: str, timeout:
         result["parity"] = parity(paths, result["nellie"], result["compat"])
         print(f"  x{n} parity  {json.dumps(result['parity'])[:400]}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"side_by_side_x{n}_t{frames}.json"
+    suffix = "" if nellie_cpu_features == "no-avx512" else f"_{nellie_cpu_features}"
+    out = RESULTS / f"side_by_side_x{n}_t{frames}_w{workers}{suffix}.json"
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -255,12 +291,14 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=1200, help="seconds per stage run")
     p.add_argument("--modes", nargs="+", default=["nellie", "compat", "default"],
                    choices=["nellie", "compat", "default"])
+    p.add_argument("--nellie-cpu-features", default="no-avx512", choices=["no-avx512", "native"],
+                   help="NumPy dispatch of the Nellie runs (see nellie_env_vars)")
     a = p.parse_args(argv)
     for n in a.tiles:
         frames = a.frames_8 if (n == 8 and a.frames_8) else a.frames
         print(f"size x{n}, {frames} frames", flush=True)
         bench_size(n, frames, workers=a.workers, memory_limit=a.memory_limit, timeout=a.timeout,
-                   modes=tuple(a.modes))
+                   modes=tuple(a.modes), nellie_cpu_features=a.nellie_cpu_features)
     return 0
 
 
