@@ -289,24 +289,27 @@ def export(store: Any, to: str, directory: Any, *, overwrite: bool = False) -> l
 
 
 def _export_napari(group: Any, out: Path, *, overwrite: bool = False) -> list[Path]:
+    """``tracks.npz`` (napari: ``data`` for ``viewer.add_tracks``, properties, graph) and ``tracks.csv``."""
+    from ..tracks.model import Tracks
+    from .tracks_export import write_tracks
+
     if "tracks" not in group:
         raise InputError(
             "the output store has no 'tracks'; run with --tracks (tracks=True) to export napari tracks"
         )
-    rows = np.asarray(group["tracks"][...])
-    columns = list(group["tracks"].attrs.get("columns", []))
-    out.mkdir(parents=True, exist_ok=True)
-    npy, csv = out / "tracks.npy", out / "tracks.csv"
-    if not overwrite and (npy.exists() or csv.exists()):
-        raise InputError(f"{str(out)!r} already holds tracks.npy/tracks.csv; pass overwrite=True (--overwrite)")
-    np.save(npy, rows)
+    rows = np.asarray(group["tracks"][...], dtype=np.float64)
     props = {}
     if "tracks_properties" in group:
         for name in group["tracks_properties"].array_keys():
             props[name] = np.asarray(group[f"tracks_properties/{name}"][...])
-    table = [rows] + [np.asarray(v, dtype=np.float64).reshape(-1, 1) for v in props.values()
-                      if np.issubdtype(np.asarray(v).dtype, np.number)]
-    header = ",".join(columns + [k for k, v in props.items() if np.issubdtype(v.dtype, np.number)])
-    np.savetxt(csv, np.hstack(table) if len(table) > 1 else rows, delimiter=",", header=header,
-               comments="", fmt="%.17g")
-    return [npy, csv]
+    tracks = Tracks(rows, props, {}, {})
+    out.mkdir(parents=True, exist_ok=True)
+    npz, csv = out / "tracks.npz", out / "tracks.csv"
+    if not overwrite and (npz.exists() or csv.exists()):
+        raise InputError(f"{str(out)!r} already holds tracks.npz/tracks.csv; pass overwrite=True (--overwrite)")
+    paths = [write_tracks(tracks, npz, overwrite=overwrite)]
+    try:
+        paths.append(write_tracks(tracks, csv, overwrite=overwrite))
+    except ImportError:  # pragma: no cover - pandas (export extra) missing
+        pass
+    return paths
