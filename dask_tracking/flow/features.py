@@ -110,12 +110,23 @@ def transform_preprocessed(pre: Any, shift: float | None, compat: bool = False,
 
 
 def log_min(pre: Any, compat: bool = False, use_libm: bool = True) -> float | None:
-    """Minimum of the log-transformed values of ``pre`` if negative, else None (a block reduction)."""
+    """Minimum of the log-transformed values of ``pre`` if negative, else None (a block reduction).
+
+    Only the values within a relative 1e-5 of the smallest positive value are
+    transformed: their logs are at least 4 float32 ULPs below all others, so the
+    minimum is exact even for a log10 that is not monotonic within 1 ULP.
+    """
     if pre.size == 0:
         return None
-    out = transform_preprocessed(pre, None, compat, use_libm)
-    m = out.min()
-    return m.item() if m < 0 else None
+    xp = _xp(pre)
+    pos = pre[pre > 0]
+    cand = [pre[pre <= 0].min()] if pos.size < pre.size else []
+    if pos.size:
+        small = pos[pos <= pos.min() * (1 + 1e-5)]
+        logs = transform_preprocessed(small, None, compat, use_libm)
+        cand.append(logs.min())
+    m = min(cand)
+    return float(m) if m < 0 else None
 
 
 def roi_radius_at(distance: Any, points: np.ndarray, frame_shape: tuple[int, ...],
@@ -318,12 +329,17 @@ def block_features(raw: np.ndarray, pre: np.ndarray, points: np.ndarray, radii: 
     n = int(points.shape[0])
     if n == 0:
         return FrameFeatures.empty(ndim)
-    pre = transform_preprocessed(pre, shift, compat, use_libm)
     lo, hi = _boxes(points, radii, frame_shape)
     off = np.asarray(offset)
     lo_l, hi_l = lo - off, hi - off
     if np.any(lo_l < 0) or np.any(hi_l > np.asarray(raw.shape)):
         raise RuntimeError("a marker's ROI box reaches beyond the block halo")
+    # log-transform only the voxels some ROI box covers (elementwise, so exact)
+    covered = np.zeros(pre.shape, bool)
+    for a, b in zip(lo_l, hi_l):
+        covered[tuple(slice(x, y) for x, y in zip(a, b))] = True
+    pre = np.array(pre, copy=True)
+    pre[covered] = transform_preprocessed(pre[covered], shift, compat, use_libm)
     if streaming and compat:
         return _streaming_compat(raw, pre, points, lo_l, hi_l, ndim, use_libm)
     stats = np.zeros((n, 4), np.float32)
