@@ -62,7 +62,7 @@ def match_frames(post: FrameFeatures, pre: FrameFeatures, *, spacing: tuple[floa
             return _select_dense_compat(_cost_dense_compat(qa, qb, post, pre, radius_um))
         return _sparse_compat(qa, qb, post, pre, radius_um)
     if dense:
-        i, j = np.nonzero(np.ones((post.n, pre.n), bool))
+        i, j = _pairs_within(qa, qb, radius_um)
     else:
         tree = cKDTree(qb)
         lists = tree.query_ball_point(qa, radius_um * (1 + 1e-9))
@@ -172,6 +172,19 @@ def _sparse_compat(qa, qb, post, pre, radius_um):
 
 
 # ------------------------------------------------------------------- fixed
+def _pairs_within(qa, qb, radius_um, block_pairs: int = 1 << 20):
+    """All (i, j) with ``|qa_i - qb_j| <= radius_um`` by brute force, in row blocks (sorted)."""
+    step = max(1, block_pairs // max(len(qb), 1))
+    ii, jj = [], []
+    for s in range(0, len(qa), step):
+        diff = qa[s:s + step, None, :] - qb[None, :, :]
+        dist = np.sqrt(np.sum(diff * diff, axis=2))
+        a, b = np.nonzero(dist <= radius_um * (1 + 1e-9))
+        ii.append(a + s)
+        jj.append(b)
+    return np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64)
+
+
 def _zscore_pairs(x: np.ndarray) -> np.ndarray:
     """Two-pass population z-scores per column over the candidate pairs (float64)."""
     mean = x.mean(axis=0)
