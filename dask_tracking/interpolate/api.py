@@ -9,7 +9,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, to_host
 from ..config import gate_radius_um, resolve_compat
 from ..dataset import InputError, Scale, TrackingDataset
 from ..flow.table import FlowTable
@@ -195,16 +195,18 @@ def _interpolate_numpy(anchors: Anchors, coords: Any, sp: tuple, radius: float, 
     if mode == "nellie" and n > chunk:
         k = np.concatenate([neighbour_counts(anchors, coords[i:i + chunk], sp, radius)
                             for i in range(0, n, chunk)])
-        glob = dict(n_good=int((~np.isnan(np.asarray(coords[:, 0], dtype=float))).sum()), k_max=int(k.max()))
+        glob = dict(n_good=int((~np.isnan(np.asarray(to_host(coords[:, 0]), dtype=float))).sum()),
+                    k_max=int(k.max()))
+    xp = array_module(coords)
     parts = [interpolate_points(anchors, coords[i:i + chunk], sp, radius, compat=mode, offset=i, **glob)
-             for i in range(0, n, chunk)] or [np.zeros((0, anchors.ndim))]
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+             for i in range(0, n, chunk)] or [xp.zeros((0, anchors.ndim))]
+    return xp.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _block_stats(block: Any, anchors: Anchors, sp: tuple, radius: float) -> np.ndarray:
     """(1, 2) int64: this block's non-NaN count and largest neighbour count."""
     k = neighbour_counts(anchors, block, sp, radius)
-    good = int((~np.isnan(np.asarray(block[:, 0], dtype=float))).sum()) if len(block) else 0
+    good = int((~np.isnan(np.asarray(to_host(block[:, 0]), dtype=float))).sum()) if len(block) else 0
     return np.array([[good, int(k.max()) if len(k) else 0]], dtype=np.int64)
 
 
