@@ -133,6 +133,7 @@ def _summary(m) -> dict:
             "setup_s": round(inner.get("setup_s", 0.0) + inner.get("import_s", 0.0), 3) if ok else None,
             "peak_rss_mb": _mb(m.peak_rss), "peak_anon_mb": _mb(m.peak_anon),
             "processes": m.peak_procs, "cmd": " ".join(m.cmd), "inner": inner,
+            "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "tail": "" if ok else m.tail[-3000:]}
 
 

@@ -96,8 +96,8 @@ def _parity_cell(par: dict | None, stage: str) -> str:
 def side_by_side_table(rows: list[dict]) -> list[str]:
     out = ["| size (T x Z x Y x X) | stage | Nellie 1.0.4 s | Nellie peak MB | compat s | compat peak MB "
            "| default s | default peak MB | speed-up (Nellie / compat) | memory (compat / Nellie) "
-           "| read floor s | compat / floor | parity (compat == Nellie) | command |",
-           "|" + "---|" * 14]
+           "| read floor s | compat / floor | compat ns per voxel | parity (compat == Nellie) | command |",
+           "|" + "---|" * 15]
     rows = sorted(rows, key=lambda d: (d["tiles"], d["frames"]))
     for d in rows:
         shape = " x ".join(str(s) for s in d["shape"])
@@ -118,7 +118,9 @@ def side_by_side_table(rows: list[dict]) -> list[str]:
                 f"| x{d['tiles']} ({shape}) | {STAGE_NAMES[stage]} | {_cell_time(nl)} | {_cell_mem(nl)} "
                 f"| {_cell_time(cp)} | {_cell_mem(cp)} | {_cell_time(df)} | {_cell_mem(df)} "
                 f"| {_ratio(_run(nl), _run(cp))} | {mem_ratio} | {_num(floor)} "
-                f"| {_ratio(_run(cp), floor)} | {_parity_cell(d.get('parity'), stage)} "
+                f"| {_ratio(_run(cp), floor)} "
+                f"| {_num(_run(cp) * 1e9 / d['voxels'] if _run(cp) else None, '{:.0f}')} "
+                f"| {_parity_cell(d.get('parity'), stage)} "
                 f"| `{d['command']}` |")
     return out
 
@@ -228,6 +230,28 @@ def render() -> str:
                 L.append(f"| {d.get('stage', '')} | `{r['func']}` | {r['tottime']:.2f} | {r['cumtime']:.2f} |")
             L.append("")
     L += [
+        "### Notes on the method",
+        "",
+        "- **Parity and the CPU.** NumPy's AVX-512 (SVML) `log10`/`power` differ from the C library in",
+        "  the last bit for a few inputs, so Nellie 1.0.4's own flow costs depend on the CPU it runs on:",
+        "  on this machine (AVX-512) Nellie gives 8 of the 1,464 flow rows of the sample a cost one",
+        "  float16 step away from Nellie's reference outputs in `../shared/data`, and its tracks then",
+        "  differ too. With NumPy's AVX-512 dispatch turned off (`NPY_DISABLE_CPU_FEATURES`, set by the",
+        "  benchmark for the Nellie runs and written in each row's JSON) Nellie reproduces its reference",
+        "  exactly, and that is what `compat=\"nellie\"` reproduces on any CPU. The parity column compares",
+        "  against exactly the Nellie run timed in the same row. `--nellie-cpu-features native` runs",
+        "  Nellie as NumPy chooses instead.",
+        "- **Time.** The stage call itself for both tools; interpreter start, imports, Nellie's `ImInfo`",
+        "  and our cluster start are left out of the table and kept in the JSON (`setup_s`, `wall_s`).",
+        "  Each stage runs in its own process, reading its inputs (and the flow of the stage before)",
+        "  from disk, so the whole-stage row is the sum of the stage rows and its peak is the largest",
+        "  stage peak.",
+        "- **Memory.** Nellie memory-maps uncompressed OME-TIFFs, so its resident set includes the file",
+        "  pages it touched; ours reads compressed zarr chunks. `peak_anon_mb` in the JSON leaves",
+        "  shared/file pages out.",
+        "- **Shared machine.** The 2-core machine was shared with other work while these ran; the load",
+        "  average at the start of each size is in the JSON. Re-run on an idle machine for cleaner figures.",
+        "",
         "### Reproduce",
         "",
         "```bash",
