@@ -136,14 +136,16 @@ def _figure(path: Path, raw_frame: np.ndarray, rows: np.ndarray, tracks: np.ndar
     if len(rows):
         y, x = rows[:, d - 1], rows[:, d]
         dy, dx = rows[:, 2 * d - 1], rows[:, 2 * d]
-        q = ax.quiver(x, y, dx, dy, rows[:, 0], cmap="viridis", angles="xy", scale_units="xy",
-                      scale=0.25, width=0.004)
-        fig.colorbar(q, ax=ax, label="frame t of the vector (length x4)")
+        q = ax.quiver(x, y, dx, dy, rows[:, 0], cmap="cool", angles="xy", scale_units="xy",
+                      scale=1.0, width=0.005, zorder=3)
+        fig.colorbar(q, ax=ax, label="frame t of the flow vector t -> t+1")
     if tracks is not None and len(tracks):
-        for tid in np.unique(tracks[:, 0]):
+        ids = np.unique(tracks[:, 0])
+        step = max(len(ids) // 150, 1)  # at most ~150 tracks drawn
+        for tid in ids[::step]:
             tr = tracks[tracks[:, 0] == tid]
             tr = tr[np.argsort(tr[:, 1])]
-            ax.plot(tr[:, -1], tr[:, -2], "-", color="orange", lw=0.6, alpha=0.7)
+            ax.plot(tr[:, -1], tr[:, -2], "-", color="orange", lw=0.8, alpha=0.8, zorder=2)
     ax.set_title("dask-tracking demo: flow vectors (arrows) and tracks (orange)\n"
                  "over the max projection of frame 0")
     ax.set_xlabel("x (voxels)")
