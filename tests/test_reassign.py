@@ -169,3 +169,27 @@ def test_graph_building_on_huge_lazy_input_reads_nothing():
     assert res.labels.shape == shape and res.labels.chunks == lab.chunks
     assert len(res.matches) == 399
     assert elapsed < 30, f"graph building took {elapsed:.1f} s"
+
+
+CALLS: list = []
+
+
+def _rows_once(rows):
+    CALLS.append(1)
+    return rows
+
+
+def test_lazy_flow_stays_lazy_and_gives_the_same_result():
+    ds = synthetic(3, 4, seed=6, n_objects=5)
+    flow = truth_flow(ds)
+    bound = max(float(np.abs(p[:, 4:7] * np.array(ds.spacing)).max()) for p in flow.pairs) + 0.01
+    lazy = FlowTable([dask.delayed(_rows_once)(p) for p in flow.pairs], 3, 4, {"gate_radius_um": bound})
+    CALLS.clear()
+    res = dt.reassign_labels(ds, lazy)
+    assert CALLS == []  # building the graph computed no flow
+    got = compute(res.labels, *res.matches)
+    want = compute(*(lambda r: (r.labels, *r.matches))(dt.reassign_labels(ds, flow)))
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(InputError, match="max_displacement_um must be a number >= 0 .* got -2"):
+        dt.reassign_labels(ds, lazy, max_displacement_um=-2)

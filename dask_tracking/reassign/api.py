@@ -50,7 +50,8 @@ def _check_initial(initial: Any, ds: TrackingDataset) -> tuple[int, da.Array, da
 def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = None,
                     max_distance_um: float = 0.5, fill_unmatched: bool | None = None,
                     continue_past_empty: bool | None = None,
-                    initial: tuple[int, Any, Any] | None = None) -> Reassignment:
+                    initial: tuple[int, Any, Any] | None = None,
+                    max_displacement_um: float | None = None) -> Reassignment:
     """Carry frame-0 object and branch identities through time, voxel by voxel.
 
     For each frame pair (t, t+1) every labelled voxel of t is moved by the flow
@@ -66,9 +67,12 @@ def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = 
         Uses ``labels`` (objects) and ``branches``; (T, Z, Y, X) or (T, Y, X),
         one frame per chunk, any spatial chunks.
     flow : FlowTable
-        Flow rows per frame pair (``estimate_flow``). A lazy table is computed
-        here (it is small: a few rows per marker) because the block halos depend on
-        its largest displacement.
+        Flow rows per frame pair (``estimate_flow``). The block halos need a bound
+        on the flow vectors: a computed table gives its own largest vector per pair;
+        a lazy table stays lazy when it records its matching gate
+        (``attrs["gate_radius_um"]``, as ``estimate_flow`` does: no vector is longer)
+        or when ``max_displacement_um`` is given, and is computed here otherwise
+        (it is small: a few rows per marker).
     compat : {None, "nellie"}
         ``"nellie"``: Nellie 1.0.4 bit for bit (tie rules, the interpolation batch's
         quirk Q-A, the stop at the first pair without voxels or candidates).
@@ -89,6 +93,9 @@ def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = 
         (spatial-shape arrays, numpy or dask). Frames before ``t0`` are zeros in
         the result (write ``frames=range(t0 + 1, T)``); new ids and all later
         frames equal those of an uninterrupted run.
+    max_displacement_um : float, optional
+        Bound on the length of every flow vector, um (sets the halos; a vector
+        longer than it would be missed). Default: from the flow (see ``flow``).
 
     Returns
     -------
@@ -123,18 +130,38 @@ def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = 
     branches = ds.branches
     if branches.chunks != labels.chunks:
         branches = branches.rechunk(labels.chunks)
-    rows = flow.compute_pairs() if flow.is_lazy else [np.asarray(p, dtype=np.float64).reshape(-1, flow.ncols)
-                                                     for p in flow.pairs]
-    token = tokenize(labels.name, branches.name, [tokenize(r) for r in rows], params,
-                     None if init is None else (init[0], init[1].name, init[2].name))
-    built = build_graph(token, labels, branches, rows, dataset.spacing, params, init)
+    bound_um = max_displacement_um
+    if bound_um is not None:
+        try:
+            bound_um = float(bound_um)
+        except (TypeError, ValueError):
+            bound_um = -1.0
+        if not bound_um >= 0:
+            raise InputError(f"max_displacement_um must be a number >= 0 (um), got {max_displacement_um!r}")
+    elif flow.is_lazy and flow.attrs.get("gate_radius_um") is not None:
+        bound_um = float(flow.attrs["gate_radius_um"])
+    lazy_rows = []
+    if flow.is_lazy and bound_um is None:
+        rows = flow.compute_pairs()
+    else:
+        rows = []
+        for p in flow.pairs:
+            if isinstance(p, Delayed):
+                rows.append(p)
+                lazy_rows.append(p)
+            else:
+                rows.append(np.asarray(p, dtype=np.float64).reshape(-1, flow.ncols))
+    bound_vox = None if bound_um is None else tuple(bound_um / s for s in dataset.spacing)
+    token = tokenize(labels.name, branches.name, [r.key if isinstance(r, Delayed) else tokenize(r) for r in rows],
+                     params, bound_vox, None if init is None else (init[0], init[1].name, init[2].name))
+    built = build_graph(token, labels, branches, rows, dataset.spacing, params, init, bound_vox)
 
     name_obj = f"labels-reassigned-{token}"
     name_br = f"branches-reassigned-{token}"
     dsk = dict(built.dsk)
     for key, target in built.labels_keys.items():
         dsk[(name_obj,) + key] = (_with_t, target)
-    deps = [labels, branches] + ([init[1], init[2]] if init else [])
+    deps = [labels, branches] + ([init[1], init[2]] if init else []) + lazy_rows
     hlg = HighLevelGraph.from_collections(name_obj, dsk, dependencies=deps)
     layers = dict(hlg.layers)
     dependencies = {k: set(v) for k, v in hlg.dependencies.items()}

@@ -96,6 +96,7 @@ def _labels_task(region: Region, *pieces) -> np.ndarray:
 def _anchors_task(rows: np.ndarray, ndim: int, forward: bool):
     from ..interpolate.kernel import frame_anchors
 
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 2 * ndim + 2)
     return frame_anchors(rows, ndim, forward) if len(rows) else None
 
 
@@ -196,9 +197,10 @@ class BuiltGraph:
     stop_keys: list | None     # per pair, or None when the run never stops
 
 
-def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarray],
+def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                 spacing: Sequence[float], params: ReassignParams,
-                initial: tuple[int, Any, Any] | None = None) -> BuiltGraph:
+                initial: tuple[int, Any, Any] | None = None,
+                max_displacement_voxels: Sequence[float] | None = None) -> BuiltGraph:
     """Build the reassignment task dict.
 
     Parameters
@@ -207,14 +209,17 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarra
         Unique suffix of every key.
     labels, branches : dask.array.Array
         Original object and branch ids, (T, ...) one frame per chunk, same chunks.
-    rows : list of (n_t, 2d+2) ndarray
-        Flow rows per frame pair.
+    rows : list of (n_t, 2d+2) ndarray or Delayed
+        Flow rows per frame pair (a Delayed is referenced by its key and stays lazy).
     spacing : sequence of float
         Voxel size per spatial axis, um.
     params : ReassignParams
     initial : (t0, dask.array.Array, dask.array.Array), optional
         Start the chain from frame ``t0`` with these reassigned object and branch
         labels (spatial shape, same spatial chunks as ``labels``).
+    max_displacement_voxels : sequence of float, optional
+        Bound on the flow vectors per axis, voxels; required for lazy rows, used
+        instead of the rows' own largest vector when given.
     """
     T = labels.shape[0]
     shape = tuple(labels.shape[1:])
@@ -239,9 +244,17 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarra
         return (arr.name, t) + tuple(cidx)
 
     # anchors per pair
+    def rows_arg(t):
+        return rows[t].key if hasattr(rows[t], "key") and hasattr(rows[t], "dask") else rows[t]
+
+    def disp(t):
+        if max_displacement_voxels is not None:
+            return tuple(max_displacement_voxels)
+        return max_displacement(rows[t], nd)
+
     for t in range(T - 1):
-        dsk[k("anchors-fw", t)] = (_anchors_task, rows[t], nd, True)
-        dsk[k("anchors-bw", t)] = (_anchors_task, rows[t], nd, False)
+        dsk[k("anchors-fw", t)] = (_anchors_task, rows_arg(t), nd, True)
+        dsk[k("anchors-bw", t)] = (_anchors_task, rows_arg(t), nd, False)
 
     # whole-frame coordinate indexes (compat only)
     if nellie:
@@ -268,7 +281,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[np.ndarra
     src_regions: dict = {}
     regions: dict = {}
     for t in range(T - 1):
-        h_src, h_tgt = candidate_halo(max_displacement(rows[t], nd), sp, r)
+        h_src, h_tgt = candidate_halo(disp(t), sp, r)
         if nellie:  # the nearest voxel comes from the whole-frame index
             h_tgt = (0,) * nd
         for b in blocks:
