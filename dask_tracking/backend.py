@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["array_module", "is_cupy", "to_host", "require_gpu_extra", "cupy_available"]
+__all__ = [
+    "array_module", "is_cupy", "to_host", "require_gpu_extra", "cupy_available",
+    "nearest_neighbour", "ball_counts", "brute_nearest", "brute_ball_counts",
+]
 
 
 def is_cupy(x: Any) -> bool:
@@ -40,7 +43,7 @@ def require_gpu_extra(what: str = "GPU support") -> ModuleType:
     """Import CuPy or raise an ImportError that names the ``gpu`` extra."""
     try:
         return importlib.import_module("cupy")
-    except ImportError as exc:  # pragma: no cover - depends on the machine
+    except ImportError as exc:
         raise ImportError(
             f"{what} needs CuPy: install the gpu extra, pip install 'dask-tracking[gpu]' "
             f"(cupy and dask-cuda); import failed with: {exc}"
@@ -54,3 +57,177 @@ def cupy_available() -> bool:
         return cp.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
+
+
+# ---------------------------------------------------------------------------
+# Shared neighbour-search primitives: one call for the stage code, cKDTree on
+# the host for NumPy, chunked brute force with bounded memory for CuPy.
+# ---------------------------------------------------------------------------
+
+#: Bytes of pairwise distances one brute-force block may hold (rows x points x 8).
+BRUTE_BLOCK_BYTES = 1 << 28
+
+
+def _squared_distances(xp: ModuleType, queries: Any, points: Any) -> Any:
+    """``(Q, P)`` squared Euclidean distances, summed over axes in order 0..d-1.
+
+    The explicit per-axis accumulation (no fused multiply-add, one elementwise
+    kernel per step) gives the same float64 numbers as cKDTree's ``p=2`` metric.
+    """
+    d2 = None
+    for a in range(queries.shape[1]):
+        diff = queries[:, a, None] - points[None, :, a]
+        sq = diff * diff
+        d2 = sq if d2 is None else d2 + sq
+    return d2
+
+
+def _brute_rows(n_points: int, block_bytes: int) -> int:
+    return max(1, int(block_bytes) // max(8 * n_points, 1))
+
+
+def brute_nearest(points: Any, queries: Any, k: int = 1, *, distance_upper_bound: float = np.inf,
+                  block_bytes: int = BRUTE_BLOCK_BYTES) -> tuple[Any, Any]:
+    """k nearest points of each query by brute force in blocks of queries (any array module).
+
+    Parameters
+    ----------
+    points : array, shape (P, d), float64
+        Reference points (any unit; the caller scales voxels to micrometres).
+    queries : array, shape (Q, d), float64
+        Query points, same module and unit as ``points``.
+    k : int
+        Number of neighbours (>= 1).
+    distance_upper_bound : float
+        Neighbours farther than this (``>``) are reported as missing.
+    block_bytes : int
+        Memory bound of one block of pairwise distances: ``rows * P * 8`` bytes.
+
+    Returns
+    -------
+    dist : array, shape (Q, k), float64
+        Distances in ascending order, ties by point index; ``inf`` where missing.
+    idx : array, shape (Q, k), int64
+        Point indices; ``P`` where missing (cKDTree's convention).
+    """
+    xp = array_module(queries)
+    P, Q = int(points.shape[0]), int(queries.shape[0])
+    dist = xp.full((Q, k), np.inf, dtype=np.float64)
+    idx = xp.full((Q, k), P, dtype=np.int64)
+    if P == 0 or Q == 0:
+        return dist, idx
+    kk = min(k, P)
+    bound2 = float(distance_upper_bound) ** 2 if np.isfinite(distance_upper_bound) else np.inf
+    step = _brute_rows(P, block_bytes)
+    for i in range(0, Q, step):
+        d2 = _squared_distances(xp, queries[i:i + step], points)
+        order = xp.argsort(d2, axis=1, kind="stable")[:, :kk] if kk < P else xp.argsort(d2, axis=1, kind="stable")
+        nd2 = xp.take_along_axis(d2, order, axis=1)
+        miss = ~(nd2 <= bound2)
+        dist[i:i + step, :kk] = xp.where(miss, np.inf, xp.sqrt(nd2))
+        idx[i:i + step, :kk] = xp.where(miss, P, order)
+    return dist, idx
+
+
+def brute_ball_counts(points: Any, queries: Any, radius: float, *,
+                      block_bytes: int = BRUTE_BLOCK_BYTES) -> Any:
+    """Number of ``points`` within ``radius`` (``<=``, on squared distances) of each query.
+
+    Same module, units and memory bound as :func:`brute_nearest`; queries whose
+    coordinates are NaN count 0. Returns an int64 array of shape ``(Q,)``.
+    """
+    xp = array_module(queries)
+    P, Q = int(points.shape[0]), int(queries.shape[0])
+    out = xp.zeros(Q, dtype=np.int64)
+    if P == 0 or Q == 0:
+        return out
+    r2 = float(radius) * float(radius)
+    step = _brute_rows(P, block_bytes)
+    for i in range(0, Q, step):
+        d2 = _squared_distances(xp, queries[i:i + step], points)
+        out[i:i + step] = (d2 <= r2).sum(axis=1)
+    return out
+
+
+def _check_points(name: str, x: Any, d: int | None) -> None:
+    from .dataset import InputError
+
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 2 or (d is not None and shape[1] != d):
+        want = "(N, d)" if d is None else f"(N, {d})"
+        raise InputError(f"{name} must be a {want} array of coordinates, got shape {shape}")
+
+
+def nearest_neighbour(points: Any, queries: Any, k: int = 1, *,
+                      distance_upper_bound: float = np.inf) -> tuple[Any, Any]:
+    """The ``k`` nearest ``points`` of each query, on the module of ``queries``.
+
+    NumPy queries use SciPy's ``cKDTree`` (host); CuPy queries use
+    :func:`brute_nearest` on the GPU (chunked brute force, memory bounded by
+    :data:`BRUTE_BLOCK_BYTES`), and the results stay on the GPU.
+
+    Parameters
+    ----------
+    points : array, shape (P, d)
+        Reference points (moved to the module of ``queries``).
+    queries : array, shape (Q, d)
+        Query points, same unit as ``points`` (e.g. micrometres).
+    k : int
+        Number of neighbours.
+    distance_upper_bound : float
+        Neighbours farther than this are missing.
+
+    Returns
+    -------
+    dist : array, shape (Q, k), float64
+        Ascending; ``inf`` where missing.
+    idx : array, shape (Q, k), int64
+        ``P`` where missing.
+
+    Notes
+    -----
+    The neighbour sets are the same on both paths; among points at exactly equal
+    distances the GPU path orders by point index, cKDTree by its own tree order.
+    """
+    from .dataset import InputError
+
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    _check_points("points", points, None)
+    _check_points("queries", queries, points.shape[1])
+    if is_cupy(queries):
+        xp = array_module(queries)
+        return brute_nearest(xp.asarray(points, dtype=np.float64), xp.asarray(queries, dtype=np.float64),
+                             int(k), distance_upper_bound=distance_upper_bound)
+    from scipy.spatial import cKDTree
+
+    p = np.asarray(to_host(points), dtype=np.float64)
+    q = np.asarray(queries, dtype=np.float64)
+    if len(p) == 0 or len(q) == 0:
+        return brute_nearest(p, q, int(k))
+    dist, idx = cKDTree(p).query(q, k=int(k), p=2, distance_upper_bound=distance_upper_bound)
+    return (np.asarray(dist, dtype=np.float64).reshape(len(q), int(k)),
+            np.asarray(idx, dtype=np.int64).reshape(len(q), int(k)))
+
+
+def ball_counts(points: Any, queries: Any, radius: float) -> Any:
+    """Number of ``points`` within ``radius`` (``<=``) of each query, on the module of ``queries``.
+
+    NumPy: ``cKDTree.query_ball_point(..., return_length=True)``; CuPy:
+    :func:`brute_ball_counts` on the GPU. NaN queries count 0. Returns int64, shape (Q,).
+    """
+    _check_points("points", points, None)
+    _check_points("queries", queries, points.shape[1])
+    if is_cupy(queries):
+        xp = array_module(queries)
+        return brute_ball_counts(xp.asarray(points, dtype=np.float64), xp.asarray(queries, dtype=np.float64),
+                                 float(radius))
+    from scipy.spatial import cKDTree
+
+    p = np.asarray(to_host(points), dtype=np.float64)
+    q = np.asarray(queries, dtype=np.float64)
+    out = np.zeros(len(q), dtype=np.int64)
+    good = ~np.isnan(q).any(axis=1) if len(q) else np.zeros(0, bool)
+    if len(p) and good.any():
+        out[good] = cKDTree(p).query_ball_point(q[good], float(radius), p=2, return_length=True)
+    return out

@@ -23,8 +23,11 @@ Two modes:
     ``n_good`` and ``k_max`` (and the block's ``offset`` in the batch) so a
     chunk of the batch gives exactly the rows of the whole batch.
 
-The neighbour search uses SciPy's ``cKDTree`` on the host; CuPy query points are
-moved to the host and the result is returned as CuPy.
+The neighbour search uses SciPy's ``cKDTree`` on the host. With CuPy query points the
+default mode searches on the GPU (:func:`dask_tracking.backend.nearest_neighbour`,
+chunked brute force: same neighbour sets and distances, so the same result) and
+compat mode moves the points to the host (cKDTree's tie order is part of Nellie's
+answer); the result is returned as CuPy.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backend import array_module, is_cupy, to_host
+from ..backend import array_module, ball_counts, is_cupy, nearest_neighbour, to_host
 from ..config import resolve_compat
 from ..dataset import InputError
 
@@ -287,8 +290,10 @@ def interpolate_points(
     q = c * s
     good = ~np.isnan(q[:, 0])
     k = np.zeros(N, dtype=np.int64)
+    gpu = _GpuSearch(anchors.points * s, coords) if (mode != "nellie" and is_cupy(coords)) else None
     if good.any():
-        k[good] = tree.query_ball_point(q[good], float(radius_um), p=2, return_length=True)
+        k[good] = (gpu.counts(q[good], float(radius_um)) if gpu is not None else
+                   tree.query_ball_point(q[good], float(radius_um), p=2, return_length=True))
 
     if mode == "nellie":
         n_good_ = int(good.sum()) if n_good is None else int(n_good)
@@ -305,7 +310,7 @@ def interpolate_points(
     live = np.flatnonzero(good & (k > 0))
     if len(live):
         for rows in _row_blocks(live, int(k[live].max())):
-            out[rows] = _fixed_block(tree, anchors, q[rows], k[rows], float(radius_um))
+            out[rows] = _fixed_block(gpu or tree, anchors, q[rows], k[rows], float(radius_um))
     return _like(out, coords)
 
 
@@ -347,6 +352,24 @@ def _fixed_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, radius_u
     idx = np.where(valid, idx, 0)
     w = _fixed_weights(dist, anchors.costs[idx], valid)
     return _weighted_vectors(w, idx, anchors.vectors)
+
+
+class _GpuSearch:
+    """Default-mode neighbour search on the GPU (CuPy query points): the ball counts and the
+    bounded k-nearest query of cKDTree, by :func:`dask_tracking.backend.nearest_neighbour`.
+    The within-``r`` sets and the distances equal cKDTree's, so the result is the host's."""
+
+    def __init__(self, points_um: np.ndarray, like: Any):
+        self.xp = array_module(like)
+        self.points = self.xp.asarray(points_um, dtype=np.float64)
+
+    def counts(self, q: np.ndarray, radius_um: float) -> np.ndarray:
+        return to_host(ball_counts(self.points, self.xp.asarray(q), radius_um))
+
+    def query(self, q: np.ndarray, k: int, p: int = 2, distance_upper_bound: float = np.inf):
+        dist, idx = nearest_neighbour(self.points, self.xp.asarray(q), int(k),
+                                      distance_upper_bound=distance_upper_bound)
+        return to_host(dist), to_host(idx)
 
 
 def _like(out: np.ndarray, coords: Any) -> Any:
