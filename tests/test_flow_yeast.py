@@ -28,10 +28,12 @@ def test_compat_equals_reference_threads(yeast, reference_flow, chunks):
     _assert_same_rows(out, reference_flow)
 
 
-def test_compat_equals_reference_distributed(yeast, reference_flow, local_cluster_client):
+@pytest.mark.parametrize("chunks", [None, (17, 64, 64)])
+def test_compat_equals_reference_distributed(yeast, reference_flow, local_cluster_client, chunks):
+    ds = yeast if chunks is None else yeast.rechunk(chunks)
     # max_radius_um=0.3 bounds the ROI half-width at 20 voxels (this sample's widest is
     # 16; a wider one would raise), which keeps the chunks each feature task fetches few
-    table = dt.estimate_flow(yeast.rechunk((17, 64, 64)), compat="nellie", max_radius_um=0.3)
+    table = dt.estimate_flow(ds, compat="nellie", max_radius_um=0.3)
     out = table.to_numpy()  # the client is the default scheduler while it lives
     _assert_same_rows(out, reference_flow)
 

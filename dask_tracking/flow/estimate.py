@@ -26,6 +26,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
+from ..backend import to_host
 from ..blocks import halo_voxels, iter_blocks
 from ..config import gate_radius_um, resolve_compat
 from ..dataset import InputError, TrackingDataset, validate
@@ -196,12 +197,12 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
 def _scan_block(mreg, mchunks, dreg, dchunks, preg, pchunks, frame_shape, compat=False,
                 use_libm=True):
     """Markers of a block core, their ROI half-width and the block's log minimum."""
-    markers = np.asarray(read_region(mreg, mchunks))
+    markers = to_host(read_region(mreg, mchunks))
     pts = np.argwhere(markers > 0).astype(np.int64)
     pts += np.asarray(mreg.start, dtype=np.int64)
-    distance = np.asarray(read_region(dreg, dchunks))
+    distance = to_host(read_region(dreg, dchunks))
     r = roi_radius_at(distance, pts, frame_shape, dreg.start)
-    return pts, np.ceil(r), log_min(np.asarray(read_region(preg, pchunks)), compat, use_libm)
+    return pts, np.ceil(r), log_min(to_host(read_region(preg, pchunks)), compat, use_libm)
 
 
 def _frame_summary(scans, halo, params: FlowParams, ndim: int) -> dict:
@@ -230,8 +231,8 @@ def _features_block(rreg, rchunks, preg, pchunks, scan, summary, frame_shape, co
     lo = np.clip(pts - radii[:, None], 0, None).min(axis=0).astype(np.int64)
     hi = np.minimum(pts + radii[:, None] + 1, np.asarray(frame_shape)).max(axis=0).astype(np.int64)
     rwin, pwin = rreg.window(lo, hi), preg.window(lo, hi)
-    raw = np.asarray(read_region(rwin, rchunks))
-    pre = np.asarray(read_region(pwin, pchunks))
+    raw = to_host(read_region(rwin, rchunks))
+    pre = to_host(read_region(pwin, pchunks))
     return block_features(raw, pre, pts, radii, offset=rwin.start,
                           frame_shape=frame_shape, cube=summary["cube"], shift=summary["shift"],
                           compat=compat, streaming=compat and summary["streaming"], use_libm=use_libm)
