@@ -131,18 +131,17 @@ def prepare(raw: Any, scale: Any = None, *, compat: Any = None, params: PrepareP
     guard = mode is None
     spacing = tuple(float(s) for s in sc.spatial)
     pre = filter_movie(movie, spacing, params.filter, guard=guard)
-    labels = label_movie(pre, movie, spacing, params.label, guard=guard)
-    net = network_movie(labels, pre, spacing)
-    mk = markers_movie(labels, movie, spacing, params.markers, preprocessed=pre)
-
-    def _back(a: da.Array) -> da.Array:
-        return a.rechunk(movie.chunks) if a.chunks != movie.chunks else a
-
+    # Label, Network and Markers need whole frames: one task per frame
+    whole = (1,) + (-1,) * (movie.ndim - 1)
+    pre_w, raw_w = pre.rechunk(whole), movie.rechunk(whole)
+    labels_w = label_movie(pre_w, raw_w, spacing, params.label, guard=guard)
+    net = network_movie(labels_w, pre_w, spacing, chunks=movie.chunks)
+    mk = markers_movie(labels_w, raw_w, spacing, params.markers, preprocessed=pre_w, chunks=movie.chunks)
+    labels = labels_w.rechunk(movie.chunks) if labels_w.chunks != movie.chunks else labels_w
     ds = TrackingDataset.from_arrays(
-        {"raw": movie, "preprocessed": _back(pre), "distance": _back(mk["distance"]),
-         "markers": _back(mk["markers"]), "labels": _back(labels), "branches": _back(net["branches"])},
+        {"raw": movie, "preprocessed": pre, "distance": mk["distance"], "markers": mk["markers"],
+         "labels": labels, "branches": net["branches"]},
         sc, axes=order, source=source)
     if not return_extras:
         return ds
-    return PreparedMovie(ds, _back(net["skel"]), _back(net["pixel_class"]), _back(mk["border"]),
-                         params, mode)
+    return PreparedMovie(ds, net["skel"], net["pixel_class"], mk["border"], params, mode)

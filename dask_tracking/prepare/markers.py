@@ -68,8 +68,11 @@ def markers_frame(labels: np.ndarray, raw: np.ndarray, spacing: Sequence[float],
 
 def markers_movie(labels: da.Array, raw: da.Array, spacing: Sequence[float],
                   params: MarkerParams = MarkerParams(),
-                  preprocessed: da.Array | None = None) -> dict[str, da.Array]:
-    """Lazy Markers outputs ``{"markers", "distance", "border"}``, one task per frame."""
+                  preprocessed: da.Array | None = None, *, chunks: tuple | None = None) -> dict[str, da.Array]:
+    """Lazy Markers outputs ``{"markers", "distance", "border"}``, one task per frame.
+
+    ``chunks`` (T, *spatial chunks) re-chunks the outputs (default: whole frames).
+    """
     whole = (1,) + tuple(-1 for _ in labels.shape[1:])
     spacing = tuple(float(s) for s in spacing)
     args = [labels.rechunk(whole), raw.rechunk(whole)]
@@ -82,4 +85,6 @@ def markers_movie(labels: da.Array, raw: da.Array, spacing: Sequence[float],
 
     stacked = da.map_blocks(_call, *args, new_axis=1, chunks=(args[0].chunks[0], (3,)) + args[0].chunks[1:],
                             dtype=np.float32, meta=np.empty((0,) * (labels.ndim + 1), np.float32))
+    if chunks is not None and tuple(chunks) != args[0].chunks:
+        stacked = stacked.rechunk((chunks[0], (3,)) + tuple(chunks[1:]))
     return {name: stacked[:, i].astype(dt) for i, (name, dt) in enumerate(MARKER_OUTPUTS)}

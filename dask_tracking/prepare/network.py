@@ -115,8 +115,12 @@ def network_frame(labels: np.ndarray, preprocessed: np.ndarray, spacing: Sequenc
     return seeds.astype(np.int32, copy=False), pclass, branches
 
 
-def network_movie(labels: da.Array, preprocessed: da.Array, spacing: Sequence[float]) -> dict[str, da.Array]:
-    """Lazy Network outputs ``{"skel", "pixel_class", "branches"}``, one task per frame."""
+def network_movie(labels: da.Array, preprocessed: da.Array, spacing: Sequence[float], *,
+                  chunks: tuple | None = None) -> dict[str, da.Array]:
+    """Lazy Network outputs ``{"skel", "pixel_class", "branches"}``, one task per frame.
+
+    ``chunks`` (T, *spatial chunks) re-chunks the outputs (default: whole frames).
+    """
     whole = (1,) + tuple(-1 for _ in labels.shape[1:])
     lab = labels.rechunk(whole)
     pre = preprocessed.rechunk(whole)
@@ -127,4 +131,6 @@ def network_movie(labels: da.Array, preprocessed: da.Array, spacing: Sequence[fl
 
     stacked = da.map_blocks(_call, lab, pre, new_axis=1, chunks=(lab.chunks[0], (3,)) + lab.chunks[1:],
                             dtype=np.float64, meta=np.empty((0,) * (lab.ndim + 1), np.float64))
+    if chunks is not None and tuple(chunks) != lab.chunks:
+        stacked = stacked.rechunk((chunks[0], (3,)) + tuple(chunks[1:]))
     return {name: stacked[:, i].astype(dt) for i, (name, dt) in enumerate(NETWORK_OUTPUTS)}

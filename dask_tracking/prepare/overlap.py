@@ -76,8 +76,8 @@ def map_cores(kernel: Callable[..., Any], x: da.Array, depth: Sequence[int], *ar
     starts = [_starts(c) for c in x.chunks[1:]]
     nd = x.ndim - 1
 
-    def _call(block, *rest, block_info=None):
-        loc = block_info[0]["chunk-location"][1:]
+    def _call(block, *rest, block_id=None):
+        loc = block_id[1:] if out != "core" or channels is None else block_id[2:]
         core_start = tuple(starts[a][i] for a, i in enumerate(loc))
         core_stop = tuple(starts[a][i + 1] for a, i in enumerate(loc))
         inner = []
