@@ -374,9 +374,14 @@ def _streaming_compat(raw, pre, points, lo_l, hi_l, ndim, use_libm=True) -> Fram
 
 
 def _log10f(x: Any) -> Any:
+    """The C library's log10 in the precision of ``x`` (log10f for float32, log10 for float64)."""
     if type(x).__module__.startswith("cupy"):  # pragma: no cover - GPU path
         x = x.get()
-    return libm.log10f(x)
+    if x.dtype == np.float32:
+        return libm.log10f(x)
+    if x.dtype == np.float64:
+        return libm.log10(x)
+    return np.log10(x)
 
 
 def _xp(a: Any):
