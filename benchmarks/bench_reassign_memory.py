@@ -90,8 +90,12 @@ def truth_flow(ds: Any):
 
     from dask_tracking.flow.table import FlowTable
 
+    import dataclasses
+
     rows = dask.delayed(_truth_rows, pure=True)
-    pairs = [rows(ds.markers[t], t, ds.truth) for t in range(ds.n_frames - 1)]
+    # the geometry only: the truth's ``objects`` volume must not travel with the tasks
+    truth = dataclasses.replace(ds.truth, objects=None)
+    pairs = [rows(ds.markers[t], t, truth) for t in range(ds.n_frames - 1)]
     return FlowTable(pairs, ds.ndim, ds.n_frames)
 
 

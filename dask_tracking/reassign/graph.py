@@ -16,7 +16,9 @@ Layout of the graph (``B`` spatial blocks of the input's chunk grid, ``T`` frame
   coordinates (for cKDTree's tie rule and the interpolation batch's ``K``), and a
   stop chain (the first pair without candidates ends the run, as in Nellie).
 
-The graph is one dict of tasks built without reading any data.
+The graph is one dict of tasks built without reading any data. Input chunks may be
+NumPy or CuPy (moved to the host: the neighbour searches run on the CPU with SciPy);
+outputs are NumPy.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..backend import to_host
 from ..blocks import iter_blocks
 from .candidates import Candidates, block_candidates, forward_predictions, frame_index, voxels_of
 from .halo import candidate_halo, max_displacement
@@ -75,7 +78,7 @@ def _region(bounds: list[list[int]], outer: Sequence[slice]) -> tuple[Region, li
 def _assemble(region: Region, pieces: Sequence[np.ndarray], dtype) -> np.ndarray:
     out = np.empty(region.shape, dtype=dtype)
     for (dst, src), p in zip(region.places, pieces):
-        p = np.asarray(p)
+        p = to_host(p)
         if p.ndim == len(region.shape) + 1:  # a chunk with its T axis
             p = p[0]
         out[dst] = p[src]
@@ -105,7 +108,7 @@ def _core(c: np.ndarray) -> tuple[slice, ...]:
 
 
 def _forward_task(obj, br, offset, a_fw, spacing, radius, compat, idx_prev):
-    src = voxels_of((np.asarray(obj)[0] > 0) | (np.asarray(br)[0] > 0), offset)
+    src = voxels_of((to_host(obj)[0] > 0) | (to_host(br)[0] > 0), offset)
     return forward_predictions(src, a_fw, spacing, radius, compat=compat, index_prev=idx_prev)
 
 
@@ -118,7 +121,7 @@ def _candidates_task(forward, src_mask, src_off, tgt_mask, tgt_off, core, a_bw, 
 
 
 def _chunk_voxels_task(obj, br, offset) -> np.ndarray:
-    return voxels_of((np.asarray(obj)[0] > 0) | (np.asarray(br)[0] > 0), offset)
+    return voxels_of((to_host(obj)[0] > 0) | (to_host(br)[0] > 0), offset)
 
 
 def _count_task(cands: list) -> int:
@@ -136,7 +139,7 @@ def _pair_matches_task(pieces, spatial_shape, stop) -> np.ndarray:
 
 
 def _initial_task(chunk, has_t: bool) -> np.ndarray:
-    a = np.asarray(chunk)
+    a = to_host(chunk)
     if has_t:
         a = a[0]
     return np.where(a > 0, a, 0).astype(np.int32)
@@ -147,18 +150,18 @@ def _zeros_task(shape) -> np.ndarray:
 
 
 def _vote_task(cands, prev_region, prev_offset, labels_chunk, core_start, stop) -> np.ndarray:
-    lab = np.asarray(labels_chunk)[0]
+    lab = to_host(labels_chunk)[0]
     if stop:
         return np.zeros(lab.shape, dtype=np.int32)
     return vote_block(cands, prev_region, prev_offset, lab, core_start)
 
 
 def _object_votes_task(voted, labels_chunk):
-    return object_votes(voted, np.asarray(labels_chunk)[0])
+    return object_votes(voted, to_host(labels_chunk)[0])
 
 
 def _max_task(labels_chunk) -> int:
-    a = np.asarray(labels_chunk)
+    a = to_host(labels_chunk)
     return int(a.max()) if a.size else 0
 
 
@@ -177,7 +180,7 @@ def _merge_task(pieces, base, stop):
 
 
 def _fill_task(voted, labels_chunk, mapping) -> np.ndarray:
-    return fill_block(voted, np.asarray(labels_chunk)[0], mapping)
+    return fill_block(voted, to_host(labels_chunk)[0], mapping)
 
 
 def _frame_index_task(pieces, spatial_shape, spacing, radius, a_fw, a_bw):
