@@ -134,11 +134,11 @@ def export_nellie(group: Any, directory: str | Path, *, stem: str | None = None,
     paths.append(p)
 
     if inputs:
-        paths.extend(_export_inputs(group, Path(directory), stem))
+        paths.extend(_export_inputs(group, Path(directory), stem, overwrite))
     return paths
 
 
-def _export_inputs(group: Any, directory: Path, stem: str) -> list[Path]:
+def _export_inputs(group: Any, directory: Path, stem: str, overwrite: bool = False) -> list[Path]:
     """The six inputs via write_nellie_folder, when the input is still readable."""
     import logging
 
@@ -159,7 +159,7 @@ def _export_inputs(group: Any, directory: Path, stem: str) -> list[Path]:
         log.warning("input %r now has shape %s, the run used %s (a subset?): Nellie export "
                     "without the input volumes", src, list(ds.shape), want)
         return []
-    written = write_nellie_folder(ds, directory, stem)
+    written = write_nellie_folder(ds, directory, stem, overwrite=overwrite)
     if isinstance(written, (list, tuple)):
         return [Path(p) for p in written]
     return []
