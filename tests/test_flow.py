@@ -89,6 +89,16 @@ def test_same_answer_for_every_chunking_2d(syn2):
         np.testing.assert_array_equal(got, whole)
 
 
+def test_volumes_with_different_chunkings(syn3):
+    """Each volume is read through its own chunk grid (T chunks of 2 included)."""
+    whole = dt.estimate_flow(syn3, compat="nellie").to_numpy(scheduler="sync")
+    mixed = syn3.replace(raw=syn3.raw.rechunk((2, 7, 33, 50)),
+                         preprocessed=syn3.preprocessed.rechunk((1, 12, 96, 20)),
+                         distance=syn3.distance.rechunk((2, 5, 40, 128)))
+    got = dt.estimate_flow(mixed, compat="nellie").to_numpy(scheduler="threads")
+    np.testing.assert_array_equal(got, whole)
+
+
 # ------------------------------------------------------- dense / sparse
 def test_default_dense_and_sparse_identical(syn3):
     dense = dt.estimate_flow(syn3, mode="dense").to_numpy(scheduler="sync")
