@@ -161,3 +161,19 @@ def test_export_refuses_to_overwrite_and_bad_stores(store, tmp_path):
     zarr.open_group(str(other), mode="w")
     with pytest.raises(InputError, match="not a dask-tracking output store"):
         out_store.export(other, "ctc", d)
+
+
+def test_export_command_line(store, tmp_path):
+    from click.testing import CliRunner
+
+    from dask_tracking.cli import main
+
+    res = CliRunner().invoke(main, ["export", str(store), "--to", "geff", str(tmp_path / "g")])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith("tracks.geff")
+    res = CliRunner().invoke(main, ["export", str(store), "--to", "geff", str(tmp_path / "g")])
+    assert res.exit_code == 2 and "already exists; pass overwrite=True (--overwrite)" in res.output
+    res = CliRunner().invoke(main, ["export", str(store), "--to", "geff", str(tmp_path / "g"), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "nothing.zarr"), "--to", "ctc", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "does not exist" in res.output
