@@ -256,3 +256,23 @@ def test_features_do_not_depend_on_the_batch():
     one = [F.block_features(raw, pre, pts[k:k + 1], radii[k:k + 1], **kw) for k in range(len(pts))]
     np.testing.assert_array_equal(np.concatenate([o.stats for o in one]), full.stats)
     np.testing.assert_array_equal(np.concatenate([o.hu for o in one]), full.hu)
+
+
+@pytest.mark.parametrize("sizes", [(300, 280, 18), (40, 900, 6), (1, 500, 18)])
+def test_compat_dense_cost_in_row_blocks_is_bit_identical(sizes):
+    """Large frame pairs build Nellie's dense cost in row blocks: same bits as whole arrays."""
+    from dask_tracking.flow import matching as M
+
+    na, nb, nh = sizes
+    rng = np.random.default_rng(1)
+    qa, qb = rng.random((na, 3)) * 5, rng.random((nb, 3)) * 5
+
+    def feats(n):
+        return F.FrameFeatures(np.zeros((n, 3), np.int64), (rng.random((n, 4)) * 100).astype(np.float32),
+                               rng.random((n, nh)) * 10)
+
+    a, b = feats(na), feats(nb)
+    whole = M._cost_dense_compat(qa, qb, a, b, 2.0, block_elements=10**12)
+    blocks = M._cost_dense_compat(qa, qb, a, b, 2.0, block_elements=50_000)
+    assert np.isfinite(whole).any()
+    np.testing.assert_array_equal(blocks, whole)

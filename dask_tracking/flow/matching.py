@@ -88,17 +88,64 @@ def _absdiff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a[:, None, :].astype(np.float64) - b[None, :, :].astype(np.float64))
 
 
-def _cost_dense_compat(qa, qb, post, pre, radius_um) -> np.ndarray:
+#: Above this many (pair x channel) elements, Nellie's dense cost is built in row blocks.
+_DENSE_BLOCK_ELEMENTS = 4_000_000
+
+
+def _cost_dense_compat(qa, qb, post, pre, radius_um, block_elements=_DENSE_BLOCK_ELEMENTS) -> np.ndarray:
+    """Nellie's float16 dense cost matrix (N_post, N_pre) as float32.
+
+    Small problems use Nellie's whole-array expressions. Large ones are built in
+    blocks of post rows, so that the (N_post, N_pre, 18) float64 temporaries (GBs
+    at 1e7 pairs) are never whole: NumPy sums such (N, M, F > 1) arrays over
+    axes (0, 1) strictly in order, which a running ``add.accumulate`` reproduces
+    bit for bit; the distance channel (F = 1, a pairwise sum) stays whole.
+    """
     dist = cdist(qa, qb)
     mask = dist < radius_um
     dist = dist / radius_um
     zd = _zscore_compat(dist[..., None], mask).astype(np.float16)
-    ds = _absdiff(post.stats, pre.stats)
-    zs = (_zscore_compat(ds, mask) / ds.shape[2]).astype(np.float16)
-    dh = _absdiff(post.hu, pre.hu)
-    zh = (_zscore_compat(dh, mask) / dh.shape[2]).astype(np.float16)
-    terms = np.concatenate((zd, zs, zh), axis=2).astype(np.float16)
-    return np.nansum(terms, axis=2).astype(np.float16).astype(np.float32)
+    n_hu = post.hu.shape[1]
+    if dist.size * max(n_hu, 4) <= block_elements:
+        ds = _absdiff(post.stats, pre.stats)
+        zs = (_zscore_compat(ds, mask) / ds.shape[2]).astype(np.float16)
+        dh = _absdiff(post.hu, pre.hu)
+        zh = (_zscore_compat(dh, mask) / dh.shape[2]).astype(np.float16)
+        terms = np.concatenate((zd, zs, zh), axis=2).astype(np.float16)
+        return np.nansum(terms, axis=2).astype(np.float16).astype(np.float32)
+    total = np.sum(mask[..., None])
+    if float(total) == 0.0:
+        return np.full(dist.shape, np.inf, np.float32)
+    step = max(1, block_elements // (dist.shape[1] * max(n_hu, 4)))
+    rows = [slice(a, min(a + step, dist.shape[0])) for a in range(0, dist.shape[0], step)]
+    feats = ((post.stats, pre.stats), (post.hu, pre.hu))
+
+    def blocks(k):
+        a, b = feats[k]
+        for r in rows:
+            yield r, _absdiff(a[r], b), mask[r][..., None]
+
+    means = [_ordered_sum(m * mx for _, m, mx in blocks(k)) / total for k in (0, 1)]
+    sds = [np.sqrt(_ordered_sum((m - means[k]) ** 2 * mx for _, m, mx in blocks(k)) / total) + 1e-8
+           for k in (0, 1)]
+    cost = np.empty(dist.shape, np.float32)
+    for (r, ms, mx), (_, mh, _) in zip(blocks(0), blocks(1)):
+        zs = (np.where(mx, (ms - means[0]) / sds[0], np.inf) / ms.shape[2]).astype(np.float16)
+        zh = (np.where(mx, (mh - means[1]) / sds[1], np.inf) / mh.shape[2]).astype(np.float16)
+        terms = np.concatenate((zd[r], zs, zh), axis=2).astype(np.float16)
+        cost[r] = np.nansum(terms, axis=2).astype(np.float16).astype(np.float32)
+    return cost
+
+
+def _ordered_sum(blocks) -> np.ndarray:
+    """Sum of (n, m, F) blocks over their first two axes, element after element in C order."""
+    acc = None
+    for b in blocks:
+        flat = b.reshape(-1, b.shape[-1])
+        if acc is not None:
+            flat = np.concatenate((acc[None], flat))
+        acc = np.add.accumulate(flat, axis=0)[-1]
+    return acc
 
 
 def _select_dense_compat(cost: np.ndarray):
