@@ -56,7 +56,8 @@ def is_raw_source(path: Any) -> bool:
     return False
 
 
-def open_raw(path: Any, scale: Any = None, *, channel: int | None = None) -> tuple[da.Array, Scale, str]:
+def open_raw(path: Any, scale: Any = None, *, channel: int | None = None,
+             axes: str | None = None) -> tuple[da.Array, Scale, str]:
     """Open a raw movie lazily.
 
     Parameters
@@ -69,6 +70,8 @@ def open_raw(path: Any, scale: Any = None, *, channel: int | None = None) -> tup
         T in s, Z/Y/X in um; replaces the metadata's scale.
     channel : int, optional
         The channel to read from a multi-channel movie (required when it has more than one).
+    axes : str, optional
+        Replaces the axes the file declares, e.g. ``"TYX"`` for a plain TIFF stack of 2D frames.
 
     Returns
     -------
@@ -86,17 +89,22 @@ def open_raw(path: Any, scale: Any = None, *, channel: int | None = None) -> tup
         raise InputError(f"raw movie {str(p)!r} does not exist")
     name = p.name.lower()
     if p.is_file() and name.endswith((".tif", ".tiff")):
-        arr, axes, meta = _read_tiff(p)
+        arr, file_axes, meta = _read_tiff(p)
     elif p.is_file() and name.endswith(".nd2"):
-        arr, axes, meta = _read_nd2(p)
+        arr, file_axes, meta = _read_nd2(p)
     elif p.is_dir():
-        arr, axes, meta = _read_zarr(p)
+        arr, file_axes, meta = _read_zarr(p)
     else:
         raise InputError(
             f"raw movie {str(p)!r} has an unknown format; allowed: OME-TIFF or TIFF (.tif, .tiff), "
             "OME-Zarr (a directory), ND2 (.nd2)"
         )
-    return _finish(arr, axes, meta, scale, channel, str(p))
+    if axes is not None:
+        if len(axes) != arr.ndim:
+            raise InputError(f"axes={axes!r} has {len(axes)} letters but {str(p)!r} has {arr.ndim} "
+                             f"dimensions (shape {tuple(arr.shape)}, file axes {file_axes!r})")
+        file_axes = axes
+    return _finish(arr, file_axes, meta, scale, channel, str(p))
 
 
 def as_movie(raw: Any, scale: Any, *, axes: str | None = None, channel: int | None = None,
@@ -136,8 +144,8 @@ def _finish(arr, axes: str, meta: dict, scale: Any, channel: int | None, source:
     for a in sorted(unknown):  # singleton extra axes (tifffile's 'Q', 'S', 'I') are dropped
         i = axes.index(a)
         if arr.shape[i] != 1:
-            raise InputError(f"{source!r} has an axis {a!r} of size {arr.shape[i]} (axes {axes!r}); "
-                             "allowed axes: T, C, Z, Y, X")
+            raise InputError(f"{source!r} has an axis {a!r} of size {arr.shape[i]} (axes {axes!r}) that is "
+                             "not T, C, Z, Y or X: pass axes= naming every axis, e.g. axes='TYX' or 'TZYX'")
         arr = arr[(slice(None),) * i + (0,)]
         axes = axes.replace(a, "")
     if "C" in axes:

@@ -59,7 +59,7 @@ def _movie(raw: Any, scale: Any, axes: str | None, channel: int | None):
     from ..io.raw import as_movie, open_raw
 
     if isinstance(raw, (str, Path)):
-        return open_raw(raw, scale, channel=channel) + (str(raw),)
+        return open_raw(raw, scale, channel=channel, axes=axes) + (str(raw),)
     if isinstance(raw, TrackingDataset):
         return raw.raw.rechunk({0: 1}), raw.scale, raw.axes, raw.source or "dataset"
     if not (isinstance(raw, (da.Array, np.ndarray)) or hasattr(raw, "__array__")):
@@ -93,7 +93,8 @@ def prepare(raw: Any, scale: Any = None, *, compat: Any = None, params: PrepareP
         All stage parameters; or give flat keyword ``options`` such as
         ``filter_min_radius_um=0.3``, ``label_threshold=110``, ``markers_peak_min_distance=3``.
     axes : str, optional
-        Axes of an array input, e.g. ``"TZYX"`` (default for 4-D), ``"TYX"`` (3-D), ``"TCZYX"``.
+        Axes of an array input, e.g. ``"TZYX"`` (default for 4-D), ``"TYX"`` (3-D), ``"TCZYX"``;
+        for a file, replaces the axes it declares (e.g. ``"TYX"`` for a plain TIFF stack).
     channel : int, optional
         Channel to use from a multi-channel movie.
     return_extras : bool
