@@ -20,6 +20,9 @@ _PUBLIC: dict[str, str] = {
     "validate": "dask_tracking.dataset",
     "open_dataset": "dask_tracking.io.open",
     "write_tracking_zarr": "dask_tracking.io.zarr_layout",
+    "write_ome_zarr": "dask_tracking.io.ome_zarr",
+    "read_nellie_folder": "dask_tracking.io.nellie_folder",
+    "write_nellie_folder": "dask_tracking.io.nellie_folder",
     # stages
     "FlowTable": "dask_tracking.flow.table",
     "estimate_flow": "dask_tracking.flow",
