@@ -118,7 +118,6 @@ def log_min(pre: Any, compat: bool = False, use_libm: bool = True) -> float | No
     """
     if pre.size == 0:
         return None
-    xp = _xp(pre)
     pos = pre[pre > 0]
     cand = [pre[pre <= 0].min()] if pos.size < pre.size else []
     if pos.size:
