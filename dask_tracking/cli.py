@@ -82,6 +82,8 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=logging.INFO if verbose >= 2 else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("dask_tracking").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    if verbose < 2:  # distributed configures its own INFO handler; keep its warnings only
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def _cluster_options(f):
