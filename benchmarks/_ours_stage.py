@@ -44,7 +44,7 @@ def _client(workers: int, memory_limit: str):
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           memory_limit=memory_limit, dashboard_address=None,
+                           memory_limit=memory_limit, dashboard_address=":0",
                            local_directory=os.environ.get("DASK_TRACKING_BENCH_SPILL"))
     return Client(cluster)
 

@@ -59,7 +59,7 @@ def _inner(argv) -> int:
 
     t0 = time.perf_counter()
     cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
-                           memory_limit=a.memory_limit, dashboard_address=None,
+                           memory_limit=a.memory_limit, dashboard_address=":0",
                            local_directory=str(SPILL))
     client = Client(cluster)
     setup = time.perf_counter() - t0

@@ -8,9 +8,12 @@ Each point runs flow, reassignment and tracks of all labels in one fresh process
 cluster (``_ours_stage.py --stage all``) and, separately, the read floor (every chunk of
 the six inputs read once). Series:
 
-``frames``   the yeast sample tiled 2 x 2, first 5, 10, 20, 30 frames, 2 workers
-``voxels``   tiled 1 x 1, 2 x 2, 4 x 4 (and 8 x 8 where generated), 8 frames, 2 workers
-``workers``  tiled 4 x 4, 8 frames, 1 and 2 workers (and more where the machine has them)
+``frames``   the yeast sample tiled 2 x 2, first 5, 10, 20, 30 frames
+``voxels``   tiled 1 x 1, 2 x 2, 4 x 4 (and 8 x 8 with ``--max-tiles 8``), 8 frames
+``workers``  tiled 4 x 4, 8 frames: dask's threaded scheduler (2 threads, "0 workers") and a
+             LocalCluster of 1 and 2 worker processes (and one per core where there are more)
+
+``frames`` and ``voxels`` run on ``--workers`` (default 0: the threaded scheduler).
 
 Inputs come from ``make_inputs.py`` (generated when missing). Results:
 ``benchmarks/results/scaling_<series>_x{n}_t{T}_w{w}.json``.
@@ -91,21 +94,23 @@ def main(argv=None) -> int:
     p.add_argument("--compat", default="default", choices=["default", "nellie"])
     p.add_argument("--memory-limit", default="4GB")
     p.add_argument("--timeout", type=float, default=1200)
-    p.add_argument("--max-tiles", type=int, default=8, help="largest n x n for the voxels series")
+    p.add_argument("--max-tiles", type=int, default=4, help="largest n x n for the voxels series")
+    p.add_argument("--workers", type=int, default=0, help="for the frames and voxels series")
     a = p.parse_args(argv)
     kw = dict(compat=a.compat, memory_limit=a.memory_limit, timeout=a.timeout)
     extra = f" --compat {a.compat}" if a.compat != "default" else ""
     if "frames" in a.series:
         for t in (5, 10, 20, 30):
-            point("frames", 2, t, 2, cmd_line=f"python benchmarks/bench_scaling.py --series frames{extra}", **kw)
+            point("frames", 2, t, a.workers, cmd_line=f"python benchmarks/bench_scaling.py --series frames"
+                  f" --workers {a.workers}{extra}", **kw)
     if "voxels" in a.series:
         for n in (1, 2, 4, 8):
             if n > a.max_tiles:
                 continue
-            point("voxels", n, 8, 2, cmd_line=f"python benchmarks/bench_scaling.py --series voxels"
-                  f" --max-tiles {a.max_tiles}{extra}", **kw)
+            point("voxels", n, 8, a.workers, cmd_line=f"python benchmarks/bench_scaling.py --series voxels"
+                  f" --max-tiles {a.max_tiles} --workers {a.workers}{extra}", **kw)
     if "workers" in a.series:
-        ws = sorted({1, 2, os.cpu_count() or 2})
+        ws = sorted({0, 1, 2, os.cpu_count() or 2})
         for w in ws:
             point("workers", 4, 8, w, cmd_line=f"python benchmarks/bench_scaling.py --series workers{extra}", **kw)
     return 0

@@ -234,6 +234,8 @@ def bench_size(n: int, frames: int, *, workers: int, memory_limit: str, timeout:
               "nellie_cpu_features": nellie_cpu_features,
               "command": f"python benchmarks/bench_side_by_side.py --tiles {n} --frames {frames}"
                          f" --workers {workers}"
+                         + ("" if set(modes) == {"nellie", "compat", "default"} else
+                            " --modes " + " ".join(modes))
                          + ("" if nellie_cpu_features == "no-avx512" else
                             f" --nellie-cpu-features {nellie_cpu_features}")}
     for tag in ("compat", "default"):

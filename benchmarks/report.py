@@ -101,6 +101,8 @@ def side_by_side_table(rows: list[dict]) -> list[str]:
     rows = sorted(rows, key=lambda d: (d["tiles"], d["frames"]))
     for d in rows:
         shape = " x ".join(str(s) for s in d["shape"])
+        shape += "; ours: " + (f"LocalCluster {d['workers']} x 1 thread" if d.get("workers")
+                               else "threaded scheduler, 2 threads")
         for stage in STAGES + ("total",):
             if stage == "total":
                 nl, cp, df = _total(d.get("nellie")), _total(d.get("compat")), _total(d.get("default"))
@@ -126,7 +128,7 @@ def side_by_side_table(rows: list[dict]) -> list[str]:
 
 
 def scaling_table(rows: list[dict]) -> list[str]:
-    out = ["| data | T x Z x Y x X | voxels | workers | flow s | reassign s | tracks s | total s "
+    out = ["| series | T x Z x Y x X | voxels | scheduler | flow s | reassign s | tracks s | total s "
            "| ns per voxel | read floor s | total / floor | peak MB | command |",
            "|" + "---|" * 13]
     for d in sorted(rows, key=lambda d: (d.get("series", ""), d["voxels"], d["workers"])):
@@ -136,7 +138,8 @@ def scaling_table(rows: list[dict]) -> list[str]:
         floor = d.get("read_floor_s")
         shape = " x ".join(str(s) for s in d["shape"])
         status = "" if d.get("ok") else (" (timeout)" if d.get("timed_out") else " (failed)")
-        out.append(f"| {d.get('series', '')}{status} | {shape} | {d['voxels']:,} | {d['workers']} "
+        on = f"LocalCluster {d['workers']}" if d["workers"] else "threads (2)"
+        out.append(f"| {d.get('series', '')}{status} | {shape} | {d['voxels']:,} | {on} "
                    f"| {_num(st.get('flow'))} | {_num(st.get('reassign'))} | {_num(st.get('tracks'))} "
                    f"| {_num(tot)} | {_num(ns, '{:.0f}')} | {_num(floor)} | {_ratio(tot, floor)} "
                    f"| {_num(d.get('peak_rss_mb'), '{:.0f}')} | `{d['command']}` |")
@@ -193,8 +196,9 @@ def render() -> str:
         "Inputs are the yeast sample (`../shared/data/nellie_yeast.zarr`) tiled n x n in Y and X, label",
         "and branch ids offset per tile, written to `benchmarks/work/data/` as our zarr layout (chunks",
         "1 x 17 x 256 x 256) and as Nellie's OME-TIFF files (`nellie_output/nellie_necessities/`).",
-        "Nellie runs in its own venv with `device=\"cpu\"` and its defaults; ours runs on a",
-        "`LocalCluster` of 2 worker processes x 1 thread unless the row says otherwise.",
+        "Nellie runs in its own venv with `device=\"cpu\"` and its defaults; ours runs on the",
+        "scheduler named in the row (`--workers 0`: dask's threaded scheduler with 2 threads;",
+        "`--workers N`: a `LocalCluster` of N worker processes x 1 thread).",
         "",
         "### Side by side with Nellie 1.0.4",
         "",
