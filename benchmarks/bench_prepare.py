@@ -1,0 +1,194 @@
+"""Benchmark of the preparation stages (Filter, Label, Network, Markers): ours vs Nellie 1.0.4.
+
+Usage (from the repository root)::
+
+    python benchmarks/bench_prepare.py                       # yeast x1, 30 frames, parity + timing
+    python benchmarks/bench_prepare.py --tiled-frames 4      # also the 4x4 tiled yeast, 4 frames
+    python benchmarks/bench_prepare.py --chunks 17,64,64     # our run with (17, 64, 64) spatial chunks
+
+What it does:
+
+1. ``dask_tracking.prepare(raw, scale, compat="nellie")`` on the ``raw`` array of
+   ``../shared/data/nellie_yeast.zarr``, written to a zarr store (inputs + extras) on a
+   LocalCluster (``--workers`` processes x 1 thread, ``--memory-limit`` each); wall time.
+2. Parity on every frame: equal voxels of ``preprocessed``, ``labels``, ``branches``,
+   ``distance``, ``markers`` and ``reference/prepare/{skel,pixel_class,border}``.
+3. If ``benchmarks/work/nellie-venv`` exists (``python benchmarks/nellie_env.py``): Nellie's
+   Filter, Label, Network and Markers (device="cpu", defaults as in ``nellie.run``) on the
+   same raw movie written as an OME-TIFF, each stage timed in the venv's interpreter.
+4. With ``--tiled-frames N``: the first N frames tiled 4 x 4 in Y/X (17 x 768 x 1116), both sides.
+
+Results are printed and written as JSON to ``benchmarks/work/prepare/bench_prepare.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = HERE / "work" / "prepare"
+VENV_PY = HERE / "work" / "nellie-venv" / "bin" / "python"
+YEAST = Path(os.environ.get("DASK_TRACKING_SHARED_DATA", ROOT.parent / "shared" / "data")) / "nellie_yeast.zarr"
+OUTPUTS = ("preprocessed", "labels", "branches", "distance", "markers")
+EXTRAS = (("skeleton", "skel"), ("pixel_class", "pixel_class"), ("border", "border"))
+
+
+# ------------------------------------------------------------------ Nellie side (venv)
+def nellie_stages(raw_tif: str, out_json: str) -> int:
+    """Run Nellie 1.0.4's four preparation stages on ``raw_tif`` (called with the venv python)."""
+    t0 = time.perf_counter()
+    from nellie.im_info.verifier import FileInfo, ImInfo
+    from nellie.segmentation.filtering import Filter
+    from nellie.segmentation.labelling import Label
+    from nellie.segmentation.mocap_marking import Markers
+    from nellie.segmentation.networking import Network
+
+    t_import = time.perf_counter() - t0
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(raw_tif)), "nellie_output")
+    fi = FileInfo(raw_tif, output_dir=out_dir, output_naming="stable")
+    fi.find_metadata()
+    fi.load_metadata()
+    im_info = ImInfo(fi)
+    times = {}
+    for name, make in (("filter", lambda: Filter(im_info, remove_edges=False, device="cpu", low_memory=False)),
+                       ("label", lambda: Label(im_info, device="cpu", low_memory=False)),
+                       ("network", lambda: Network(im_info, device="cpu")),
+                       ("markers", lambda: Markers(im_info, device="cpu"))):
+        t0 = time.perf_counter()
+        make().run()
+        times[name] = time.perf_counter() - t0
+    with open(out_json, "w") as f:
+        json.dump({"import_s": t_import, "stages_s": times, "total_s": sum(times.values()),
+                   "shape": list(im_info.shape)}, f)
+    return 0
+
+
+def run_nellie(raw, scale, folder: Path) -> dict | None:
+    if not VENV_PY.exists():
+        print("Nellie venv not found (python benchmarks/nellie_env.py): Nellie side skipped")
+        return None
+    import tifffile
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    tif = folder / f"{folder.name}.ome.tif"
+    tifffile.imwrite(tif, raw, metadata={"axes": "TZYX", "PhysicalSizeX": scale["X"], "PhysicalSizeY": scale["Y"],
+                                         "PhysicalSizeZ": scale["Z"], "TimeIncrement": scale["T"]})
+    js = folder / "nellie_times.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    subprocess.run([str(VENV_PY), str(Path(__file__).resolve()), "--nellie-stages", str(tif), str(js)],
+                   check=True, env=env, cwd=str(folder))
+    wall = time.perf_counter() - t0
+    out = json.loads(js.read_text())
+    out["process_wall_s"] = wall
+    return out
+
+
+# ----------------------------------------------------------------------- our side
+def run_ours(raw, scale, store: Path, *, chunks, workers: int, memory_limit: str) -> dict:
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    import dask_tracking as dt
+    from dask_tracking.io.zarr_layout import write_tracking_zarr
+    from dask_tracking.prepare.command import _store_extras
+
+    if store.exists():
+        shutil.rmtree(store)
+    arr = da.from_array(raw, chunks=(1,) + tuple(chunks or raw.shape[1:]))
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.run(lambda: __import__("dask_tracking.prepare.frangi"))  # warm imports, not timed
+        t0 = time.perf_counter()
+        pm = dt.prepare(arr, scale, compat="nellie", return_extras=True)
+        t_graph = time.perf_counter() - t0
+        lazy = [write_tracking_zarr(pm.dataset, store, compute=False), _store_extras(pm, str(store))]
+        t0 = time.perf_counter()
+        client.compute(lazy, sync=True)
+        wall = time.perf_counter() - t0
+    return {"graph_s": t_graph, "compute_and_write_s": wall, "workers": workers, "memory_limit": memory_limit,
+            "chunks": list(arr.chunksize[1:])}
+
+
+def parity(store: Path, frames: slice) -> dict:
+    import numpy as np
+    import zarr
+
+    ours = zarr.open_group(str(store), mode="r")
+    ref = zarr.open_group(str(YEAST), mode="r")
+    refp = zarr.open_group(str(YEAST / "reference" / "prepare"), mode="r")
+    out = {}
+    pairs = [(n, ours[n], ref[n]) for n in OUTPUTS] + [(n, ours["prepare"][n], refp[r]) for n, r in EXTRAS]
+    for name, a, b in pairs:
+        eq, n, frames_exact = 0, 0, 0
+        for t in range(*frames.indices(b.shape[0])):
+            x, y = a[t], b[t]
+            e = int(np.count_nonzero(x == y))
+            eq += e
+            n += x.size
+            frames_exact += int(e == x.size)
+        out[name] = {"equal_fraction": eq / n, "frames_exact": frames_exact}
+    return out
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--nellie-stages":
+        return nellie_stages(sys.argv[2], sys.argv[3])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=30, help="frames of the yeast sample (default all 30)")
+    p.add_argument("--chunks", default=None, help="our spatial chunks, e.g. 17,64,64 (default whole frames)")
+    p.add_argument("--tiled-frames", type=int, default=0, help="also run the 4x4-tiled sample on N frames")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--memory-limit", default="4GiB")
+    p.add_argument("--no-nellie", action="store_true", help="skip Nellie's side")
+    a = p.parse_args(argv)
+    import numpy as np
+    import zarr
+
+    g = zarr.open_group(str(YEAST), mode="r")
+    scale = dict(g.attrs["scale"])
+    raw = g["raw"][: a.frames]
+    chunks = tuple(int(c) for c in a.chunks.split(",")) if a.chunks else None
+    WORK.mkdir(parents=True, exist_ok=True)
+    report = {"machine_cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
+
+    ours = run_ours(raw, scale, WORK / "yeast_x1.zarr", chunks=chunks, workers=a.workers,
+                    memory_limit=a.memory_limit)
+    ours["parity"] = parity(WORK / "yeast_x1.zarr", slice(0, a.frames))
+    report["yeast_x1"] = {"frames": a.frames, "ours": ours}
+    print(json.dumps(report["yeast_x1"], indent=1))
+    if not a.no_nellie:
+        nel = run_nellie(raw, scale, WORK / "nellie_x1")
+        report["yeast_x1"]["nellie"] = nel
+        if nel:
+            report["yeast_x1"]["ratio_nellie_over_ours"] = nel["total_s"] / ours["compute_and_write_s"]
+            print(json.dumps(nel, indent=1))
+    if a.tiled_frames:
+        tiled = np.tile(g["raw"][: a.tiled_frames], (1, 1, 4, 4))
+        ours4 = run_ours(tiled, scale, WORK / "yeast_x4.zarr", chunks=chunks, workers=a.workers,
+                         memory_limit=a.memory_limit)
+        report["yeast_x4"] = {"frames": a.tiled_frames, "shape": list(tiled.shape), "ours": ours4}
+        if not a.no_nellie:
+            nel4 = run_nellie(tiled, scale, WORK / "nellie_x4")
+            report["yeast_x4"]["nellie"] = nel4
+            if nel4:
+                report["yeast_x4"]["ratio_nellie_over_ours"] = nel4["total_s"] / ours4["compute_and_write_s"]
+        print(json.dumps(report["yeast_x4"], indent=1))
+    report["loadavg_end"] = os.getloadavg()
+    (WORK / "bench_prepare.json").write_text(json.dumps(report, indent=1))
+    print(f"written {WORK / 'bench_prepare.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
