@@ -192,6 +192,10 @@ from .prepare.command import prepare_command  # noqa: E402
 
 main.add_command(prepare_command, "prepare")
 
+from .evaluate_command import evaluate_command  # noqa: E402
+
+main.add_command(evaluate_command, "evaluate")
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
