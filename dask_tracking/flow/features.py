@@ -197,7 +197,19 @@ def _stats_fixed(images: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------- Hu moments
-def _eta_compat(images: np.ndarray, use_libm: bool = True) -> np.ndarray:
+def _buffer(work: dict | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+    """A reusable output array (``None`` without a work dict): numpy temporaries above
+    128 KiB are fresh page-faulting mmaps in dask workers (MALLOC_TRIM_THRESHOLD_),
+    so the big (n, H, W, 4, 4) products are written into arrays kept between calls."""
+    if work is None:
+        return None
+    key = (tuple(shape), np.dtype(dtype).str)
+    if key not in work:
+        work[key] = np.empty(shape, dtype)
+    return work[key]
+
+
+def _eta_compat(images: np.ndarray, use_libm: bool = True, work: dict | None = None) -> np.ndarray:
     """Normalised central moments eta_pq, p, q < 4, as Nellie sums them: (n, 4, 4) float64.
 
     Powers of float64 values use the C library's ``pow`` (see :mod:`.libm`); the
@@ -212,7 +224,11 @@ def _eta_compat(images: np.ndarray, use_libm: bool = True) -> np.ndarray:
     p = np.arange(4)
     px = p[None, None, None, :, None]
     py = p[None, None, None, None, :]
-    raw = np.sum(ext * (xg ** px) * (yg ** py), axis=(1, 2))
+    n = images.shape[0]
+    xgp, ygp = xg ** px, yg ** py
+    dt_raw = np.result_type(images.dtype, xgp.dtype)
+    t1 = np.multiply(ext, xgp, out=_buffer(work, (n, h, w, 4, 1), dt_raw))
+    raw = np.sum(np.multiply(t1, ygp, out=_buffer(work, (n, h, w, 4, 4), dt_raw)), axis=(1, 2))
     m00 = raw[:, 0, 0]
     xb = (raw[:, 1, 0] / (m00 + 1e-12))[:, None, None, None, None]
     yb = (raw[:, 0, 1] / (m00 + 1e-12))[:, None, None, None, None]
@@ -220,7 +236,9 @@ def _eta_compat(images: np.ndarray, use_libm: bool = True) -> np.ndarray:
     if use_libm:
         xs = libm.power(xg[:, :1] - xb, px)          # (n, 1, W, 4, 1)
         ys = libm.power(yg[:, :, :1] - yb, py)       # (n, H, 1, 1, 4)
-        mu = np.sum(ext * xs * ys, axis=(1, 2))
+        dt_mu = np.result_type(images.dtype, xs.dtype)
+        t1 = np.multiply(ext, xs, out=_buffer(work, (n, h, w, 4, 1), dt_mu))
+        mu = np.sum(np.multiply(t1, ys, out=_buffer(work, (n, h, w, 4, 4), dt_mu)), axis=(1, 2))
         denom = libm.power(m00[:, None, None].astype(np.float64), (order[None, :, :] + 2) / 2.0) + 1e-12
     else:  # NumPy's own power, as Nellie evaluates it in this process
         mu = np.sum(ext * (xg - xb) ** px * (yg - yb) ** py, axis=(1, 2))
@@ -272,9 +290,10 @@ def log_hu(hu: np.ndarray, compat: bool = False, use_libm: bool = True) -> np.nd
     return np.where(np.isfinite(out), out, 0.0)
 
 
-def _hu(images: np.ndarray, ndim: int, compat: bool, use_libm: bool = True) -> np.ndarray:
+def _hu(images: np.ndarray, ndim: int, compat: bool, use_libm: bool = True,
+        work: dict | None = None) -> np.ndarray:
     def eta(im):
-        return _eta_compat(im, use_libm) if compat else _eta_fixed(im)
+        return _eta_compat(im, use_libm, work) if compat else _eta_fixed(im)
 
     if ndim == 2:
         return _hu_from_eta(eta(images))
@@ -345,17 +364,22 @@ def block_features(raw: np.ndarray, pre: np.ndarray, points: np.ndarray, radii: 
     hu = np.zeros((n, n_hu(ndim)), np.float64)
     batch = max(1, _BATCH_VOXELS // (cube ** ndim))
     stat_fn = _stats_compat if compat else _stats_fixed
+    work: dict = {}
     for s in range(0, n, batch):
         e = min(n, s + batch)
-        rc = np.zeros((e - s,) + (cube,) * ndim, raw.dtype)
-        pc = np.zeros((e - s,) + (cube,) * ndim, pre.dtype)
+        rc = _buffer(work, (e - s,) + (cube,) * ndim, raw.dtype)
+        pc = _buffer(work, (e - s,) + (cube,) * ndim, pre.dtype)
+        if pc is rc:  # same shape and dtype: the second cube needs its own array
+            pc = np.empty_like(rc)
+        rc.fill(0)
+        pc.fill(0)
         for k in range(s, e):
             src = tuple(slice(a, b) for a, b in zip(lo_l[k], hi_l[k]))
             dst = (k - s,) + tuple(slice(0, b - a) for a, b in zip(lo_l[k], hi_l[k]))
             rc[dst] = raw[src]
             pc[dst] = pre[src]
         stats[s:e] = np.concatenate([stat_fn(rc), stat_fn(pc)], axis=1)
-        hu[s:e] = log_hu(_hu(rc, ndim, compat, use_libm), compat, use_libm)
+        hu[s:e] = log_hu(_hu(rc, ndim, compat, use_libm, work), compat, use_libm)
     return FrameFeatures(points.astype(np.int64), stats, hu)
 
 
