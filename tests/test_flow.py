@@ -276,3 +276,16 @@ def test_compat_dense_cost_in_row_blocks_is_bit_identical(sizes):
     blocks = M._cost_dense_compat(qa, qb, a, b, 2.0, block_elements=50_000)
     assert np.isfinite(whole).any()
     np.testing.assert_array_equal(blocks, whole)
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_log_minimum_equals_the_minimum_of_the_transform(compat):
+    rng = np.random.default_rng(7)
+    pre = (rng.random((6, 30, 30)) ** 6).astype(np.float32)
+    pre[pre < 0.3] = 0
+    want = F.transform_preprocessed(pre, None, compat).min()
+    assert want < 0
+    assert F.log_min(pre, compat) == float(want)
+    pre[0, 0, 0] = -50.0                   # a negative input is not log-transformed
+    assert F.log_min(pre, compat) == -50.0
+    assert F.log_min(np.zeros((3, 3), np.float32), compat) is None

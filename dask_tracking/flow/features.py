@@ -118,12 +118,13 @@ def log_min(pre: Any, compat: bool = False, use_libm: bool = True) -> float | No
     """
     if pre.size == 0:
         return None
-    pos = pre[pre > 0]
-    cand = [pre[pre <= 0].min()] if pos.size < pre.size else []
-    if pos.size:
-        small = pos[pos <= pos.min() * (1 + 1e-5)]
-        logs = transform_preprocessed(small, None, compat, use_libm)
-        cand.append(logs.min())
+    pos = pre > 0
+    low = pre.min()
+    cand = [low] if low <= 0 else []          # values that are not log-transformed
+    if pos.any():
+        pmin = np.min(pre, where=pos, initial=np.inf)
+        small = pre[pos & (pre <= pmin * (1 + 1e-5))]
+        cand.append(transform_preprocessed(small, None, compat, use_libm).min())
     m = min(cand)
     return float(m) if m < 0 else None
 
