@@ -11,6 +11,7 @@ import numpy as np
 
 from ..config import gate_radius_um, resolve_compat
 from ..dataset import InputError, TrackingDataset
+from ..gpu import array_to_host
 from ..interpolate.api import as_flow_table, frame_anchors_lazy
 from .model import Tracks
 from .walk import WalkParams, WalkResult, walk_lazy
@@ -106,6 +107,7 @@ def label_tracks(
         raise InputError(f"labels must have the dataset's shape {dataset.shape}, got {tuple(lab.shape)}")
     if not np.issubdtype(lab.dtype, np.integer):
         raise InputError(f"labels must hold integer ids, got dtype {lab.dtype}")
+    lab = array_to_host(lab)  # CuPy chunks: seeds and label look-ups are small host work
     n_frames = dataset.n_frames
     start = _int_arg("start_frame", start_frame, 0, n_frames - 1)
     end = _int_arg("end_frame", end_frame, 0, n_frames, allow_none=True)

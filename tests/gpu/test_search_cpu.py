@@ -29,7 +29,7 @@ def _points(seed=0, n_p=300, n_q=2000, d=3):
 
 
 @pytest.mark.parametrize("block_bytes", [8 * 300, 8 * 300 * 7, 1 << 28])
-@pytest.mark.parametrize("k", [1, 5])
+@pytest.mark.parametrize("k", [1, 5, 20])
 def test_brute_nearest_equals_ckdtree(k, block_bytes):
     p, q = _points()
     dist, idx = brute_nearest(p, q, k, block_bytes=block_bytes)
