@@ -120,6 +120,75 @@ def run_ours(raw, scale, store: Path, *, chunks, workers: int, memory_limit: str
             "chunks": list(arr.chunksize[1:])}
 
 
+def _synthetic_frame(block_id=None, shape=(8, 128, 128)):
+    """One raw frame of bright moving tubes on noise, generated inside the task (seeded by t)."""
+    import numpy as np
+
+    t = block_id[0]
+    rng = np.random.default_rng(1000 + t)
+    zz, yy, xx = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]].astype(np.float32)
+    img = rng.normal(100, 4, size=shape).astype(np.float32)
+    for k in range(4):
+        y0 = 20 + 28 * k + 3 * np.sin(0.1 * t + k)
+        d2 = ((zz - shape[0] / 2) / 0.8) ** 2 + ((yy - y0) / 2.5) ** 2
+        img += 180 * np.exp(-0.5 * d2) * (np.abs(xx - shape[2] / 2) < shape[2] / 3)
+    return np.clip(img, 0, 65535).astype(np.uint16)[None]
+
+
+def larger_than_memory(n_frames: int, workers: int, memory_limit: str, store: Path) -> dict:
+    """Prepare a lazily generated synthetic movie larger than all workers' memory together."""
+    import threading
+
+    import dask.array as da
+    import numpy as np
+    from dask.utils import parse_bytes
+    from distributed import Client, LocalCluster
+
+    import dask_tracking as dt
+    from dask_tracking.io.zarr_layout import write_tracking_zarr
+
+    shape = (8, 128, 128)
+    raw = da.map_blocks(_synthetic_frame, dtype=np.uint16,
+                        chunks=((1,) * n_frames,) + tuple((s,) for s in shape), meta=np.empty((0, 0, 0, 0), np.uint16))
+    if store.exists():
+        shutil.rmtree(store)
+    peak = {"rss": 0}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        stop = threading.Event()
+
+        def rss():
+            import psutil
+
+            return psutil.Process().memory_info().rss
+
+        def sample():
+            while not stop.is_set():
+                try:
+                    for v in client.run(rss).values():
+                        peak["rss"] = max(peak["rss"], int(v))
+                except Exception:
+                    pass
+                stop.wait(0.5)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        before = set(client.run(rss))
+        ds = dt.prepare(raw, {"T": 1.0, "Z": 0.25, "Y": 0.0655, "X": 0.0655})
+        t0 = time.perf_counter()
+        client.compute(write_tracking_zarr(ds, store, compute=False), sync=True)
+        wall = time.perf_counter() - t0
+        stop.set()
+        th.join()
+        after = set(client.run(rss))
+    raw_bytes = raw.nbytes
+    total_bytes = sum(a.nbytes for a in ds.arrays().values())
+    return {"frames": n_frames, "frame_shape": list(shape), "raw_bytes": int(raw_bytes),
+            "all_six_arrays_bytes": int(total_bytes), "workers": workers, "memory_limit": memory_limit,
+            "workers_memory_total_bytes": int(workers * parse_bytes(memory_limit)),
+            "peak_worker_rss_bytes": peak["rss"], "workers_restarted": before != after, "wall_s": wall}
+
+
 def parity(store: Path, frames: slice) -> dict:
     import numpy as np
     import zarr
@@ -151,6 +220,10 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-limit", default="4GiB")
     p.add_argument("--no-nellie", action="store_true", help="skip Nellie's side")
+    p.add_argument("--no-yeast", action="store_true", help="skip the yeast runs")
+    p.add_argument("--larger-than-memory", type=int, default=0, metavar="FRAMES",
+                   help="prepare a synthetic movie of FRAMES x 8 x 128 x 128 under --ltm-memory-limit workers")
+    p.add_argument("--ltm-memory-limit", default="300MiB")
     a = p.parse_args(argv)
     import numpy as np
     import zarr
@@ -162,6 +235,13 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     report = {"machine_cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
 
+    if a.larger_than_memory:
+        report["larger_than_memory"] = larger_than_memory(a.larger_than_memory, a.workers, a.ltm_memory_limit,
+                                                          WORK / "ltm.zarr")
+        print(json.dumps(report["larger_than_memory"], indent=1))
+    if a.no_yeast:
+        (WORK / "bench_prepare_ltm.json").write_text(json.dumps(report, indent=1))
+        return 0
     ours = run_ours(raw, scale, WORK / "yeast_x1.zarr", chunks=chunks, workers=a.workers,
                     memory_limit=a.memory_limit)
     ours["parity"] = parity(WORK / "yeast_x1.zarr", slice(0, a.frames))
