@@ -6,7 +6,7 @@ Usage::
         [--scenario hard|easy] [--out benchmarks/results/accuracy_hard.json]
 
 Runs, on the same synthetic movie: ``run(compat="nellie")``; ``run()`` (default);
-and ``run(flow=refine_flow(one_to_one_flow(estimate_flow(ds)), ds.preprocessed))`` with the
+and ``run(flow=one_to_one_flow(refine_flow(estimate_flow(ds), ds.preprocessed)))`` with the
 labels then passed through ``respect_objects`` ("default+accuracy"). Each is scored by
 ``dask_tracking.evaluate`` and the table is printed and written as JSON.
 """
@@ -77,7 +77,7 @@ def main() -> None:
                 rep = evaluate(out, ds)
             else:
                 flow = dt.estimate_flow(ds, max_distance_um=a.max_distance_um)
-                flow = refine_flow(one_to_one_flow(flow), ds.preprocessed).persist()
+                flow = one_to_one_flow(refine_flow(flow, ds.preprocessed)).persist()
                 dt.run(ds, out, tracks=True, max_distance_um=a.max_distance_um, flow=flow)
                 import dask.array as da
                 import zarr

@@ -104,7 +104,8 @@ def test_refinement_recovers_subvoxel_shift(shift):
     out = refine_vectors(rows, a, b, half_window=(1, 4, 4), search=(1, 8, 8))
     np.testing.assert_allclose(out[0, 4:7], shift, atol=0.15)
     assert out[0, 7] == 1.0 and np.all(out[0, :4] == rows[0, :4])
-    lazy = refine_flow(FlowTable([rows], 3, 2), np.stack([a, b]), half_window=(1, 4, 4))
+    lazy = refine_flow(FlowTable([rows], 3, 2), np.stack([a, b]), coarse=False, half_window=(1, 4, 4),
+                       search=(1, 8, 8))
     np.testing.assert_allclose(lazy.compute_pairs()[0], out)
 
 
@@ -150,7 +151,7 @@ def test_accuracy_options_beat_compat_on_small_hard_scenario():
     ds = ds.replace(**{n: v.persist() for n, v in ds.arrays().items()})
     with dask.config.set(scheduler="threads", num_workers=2):
         compat = dt.estimate_flow(ds, compat="nellie").persist()
-        better = refine_flow(one_to_one_flow(dt.estimate_flow(ds)), ds.preprocessed).persist()
+        better = one_to_one_flow(refine_flow(dt.estimate_flow(ds), ds.preprocessed)).persist()
         rc = evaluate({"flow": compat}, ds)
         rb = evaluate({"flow": better}, ds)
     assert rc.flow["rows"] > 0 and rb.flow["rows"] > 0
