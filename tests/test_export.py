@@ -23,8 +23,12 @@ N = 5  # frames used
 def store(tmp_path_factory, yeast, yeast_reference):
     from dask_tracking.pipeline import _attrs, _parameters
 
-    ds = yeast.isel(t=slice(0, N))
-    path = tmp_path_factory.mktemp("export") / "out.zarr"
+    import dask_tracking as dt
+
+    root = tmp_path_factory.mktemp("export")
+    dt.write_tracking_zarr(yeast.isel(t=slice(0, N)), root / "nellie_yeast.zarr")
+    ds = dt.open_dataset(root / "nellie_yeast.zarr")  # the run's input, still readable at export
+    path = root / "out.zarr"
     g = out_store.create_output(path, ds, _attrs(ds, _parameters(ds, "nellie", 1.0, True, None, 0, "auto")))
     g["labels_reassigned"][...] = yeast_reference["labels_reassigned"][:N]
     g["branches_reassigned"][...] = yeast_reference["branches_reassigned"][:N]
@@ -98,9 +102,14 @@ def test_nellie_export_has_nellie_names_and_dtypes(store, tmp_path, yeast_refere
     for k in range(N - 1):
         assert vm[k][0].dtype == np.uint16 and vm[k][0].shape[1] == 3
         np.testing.assert_array_equal(vm[k][1], np.argwhere((lab[k] > 0) & (lab[k + 1] > 0)))
-    if "nellie_yeast-im_preprocessed.ome.tif" in names:  # inputs, when the writer has landed
-        with tifffile.TiffFile(folder / f"{stem}-im_preprocessed.ome.tif") as tif:
-            assert tif.series[0].shape[0] == N
+    # the six inputs beside them: the folder reads back as a Nellie output folder
+    for key in ("im_preprocessed", "im_instance_label", "im_skel_relabelled", "im_marker", "im_distance"):
+        assert f"{stem}-{key}.ome.tif" in names
+    import dask_tracking as dt
+
+    back = dt.open_dataset(tmp_path / "nellie_output")
+    assert back.shape == (N, 17, 192, 279) and back.scale.z == 0.25
+    np.testing.assert_array_equal(back.labels.compute(), dt.open_dataset(store.parent / "nellie_yeast.zarr").labels.compute())
 
 
 def test_geff_export_is_a_valid_geff_graph(store, tmp_path, yeast_reference):
