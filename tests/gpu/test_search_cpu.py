@@ -108,3 +108,13 @@ def test_missing_cupy_names_the_gpu_extra():
         require_gpu_extra("the test")
     with pytest.raises(ImportError, match=r"dask_tracking\.gpu\.to_device needs CuPy: install the gpu extra"):
         to_device(synthetic(2, 2, seed=1))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dask_cuda") is not None,
+                    reason="dask-cuda is installed here: the missing-extra message cannot be seen")
+def test_gpu_cluster_without_dask_cuda_names_the_gpu_extra():
+    import dask_tracking as dt
+
+    with pytest.raises(ImportError, match=r"kind='gpu' \(--gpu\) needs dask-cuda and cupy: install the gpu extra, "
+                                          r"pip install 'dask-tracking\[gpu\]'; import failed with: No module named"):
+        dt.cluster(kind="gpu")
