@@ -10,7 +10,7 @@ the six inputs read once). Series:
 
 ``frames``   the yeast sample tiled 2 x 2, first 5, 10, 20, 30 frames
 ``voxels``   tiled 1 x 1, 2 x 2, 4 x 4 (and 8 x 8 with ``--max-tiles 8``), 8 frames
-``workers``  tiled 4 x 4, 8 frames: dask's threaded scheduler (2 threads, "0 workers") and a
+``workers``  tiled 2 x 2, 10 frames: dask's threaded scheduler (2 threads, "0 workers") and a
              LocalCluster of 1 and 2 worker processes (and one per core where there are more)
 
 ``frames`` and ``voxels`` run on ``--workers`` (default 0: the threaded scheduler).
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     if "workers" in a.series:
         ws = sorted({0, 1, 2, os.cpu_count() or 2})
         for w in ws:
-            point("workers", 4, 8, w, cmd_line=f"python benchmarks/bench_scaling.py --series workers{extra}", **kw)
+            point("workers", 2, 10, w, cmd_line=f"python benchmarks/bench_scaling.py --series workers{extra}", **kw)
     return 0
 
 
