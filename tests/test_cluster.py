@@ -83,7 +83,8 @@ def scheduler_and_workers(tmp_path):
                 p.wait(10)
 
 
-def test_cli_connects_to_an_existing_scheduler(tmp_path, yeast, yeast_reference, scheduler_and_workers):
+def test_cli_connects_to_an_existing_scheduler(tmp_path, yeast, yeast_reference, scheduler_and_workers,
+                                               monkeypatch):
     src = tmp_path / "in.zarr"
     dt.write_tracking_zarr(yeast.isel(t=slice(0, N)), src)
     out = tmp_path / "out.zarr"
@@ -98,6 +99,11 @@ def test_cli_connects_to_an_existing_scheduler(tmp_path, yeast, yeast_reference,
 
     with Client(scheduler_and_workers, timeout=10) as c:
         assert len(c.scheduler_info()["workers"]) == 2
+    # $DASK_SCHEDULER_ADDRESS is used when no address is given; nothing is started then
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", scheduler_and_workers)
+    with dt.cluster(n_workers=5) as session:
+        assert session.kind == "existing" and session.cluster is None
+        assert len(session.client.scheduler_info()["workers"]) == 2
 
 
 def test_cluster_sizes_local_workers_under_the_memory_budget():
