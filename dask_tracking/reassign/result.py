@@ -99,8 +99,6 @@ class Reassignment:
         -------
         Delayed (``compute=False``) or None.
         """
-        import zarr
-
         g = _open_group(group)
         T = self.labels.shape[0]
         frames = list(range(T)) if frames is None else sorted({int(t) for t in frames})
