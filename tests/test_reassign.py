@@ -193,3 +193,25 @@ def test_lazy_flow_stays_lazy_and_gives_the_same_result():
         np.testing.assert_array_equal(x, y)
     with pytest.raises(InputError, match="max_displacement_um must be a number >= 0 .* got -2"):
         dt.reassign_labels(ds, lazy, max_displacement_um=-2)
+
+
+def test_compat_quirk_qa_single_anchor_uses_the_whole_frame_batch():
+    """Nellie's Q-A: when no voxel of the frame has more than one anchor within r, only the
+    frame's first voxel gets a vector; blocks must see the frame-global count, not their own."""
+    ds = synthetic(2, 3, seed=8, n_objects=4)
+    lab = ds.labels.compute()
+    pairs = []
+    for t in range(2):
+        first = np.argwhere(lab[t] > 0)[0].astype(float)  # an anchor on the frame's first voxel
+        pairs.append(np.array([[t, *first, 1.0, 0.0, -1.0]]))
+    flow = FlowTable(pairs, 2, 3)
+    whole = dt.reassign_labels(ds, flow, compat="nellie")
+    tiled = dt.reassign_labels(ds.rechunk((40, 50)), flow, compat="nellie")
+    fixed = dt.reassign_labels(ds, flow, fill_unmatched=False)
+    a = compute(*whole.matches, whole.labels)
+    b = compute(*tiled.matches, tiled.labels)
+    c = compute(*fixed.matches)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert all(1 <= len(m) <= 2 for m in a[:2])  # the first voxel forward, the first backward
+    assert all(len(m) > 5 * len(n) for m, n in zip(c, a[:2]))  # the fixed kernel moves every voxel near it
