@@ -109,3 +109,23 @@ def test_demo_reports_accuracy_and_draws_a_figure(tmp_path):
     assert err < 0.2
     assert int(re.search(r"flow rows: (\d+)", res.output).group(1)) > 0
     assert int(re.search(r"markers: (\d+)", res.output).group(1)) > 0
+
+
+def test_cli_run_prepares_a_raw_movie_first(tmp_path):
+    import tifffile
+
+    raw = synthetic(2, 3, seed=2).raw.compute()
+    src = tmp_path / "movie.ome.tif"
+    tifffile.imwrite(src, raw, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 0.1,
+                                                   "PhysicalSizeY": 0.1, "TimeIncrement": 1.0})
+    out = tmp_path / "out.zarr"
+    res = CliRunner().invoke(main, ["run", str(src), "-o", str(out), "--workers", "1",
+                                    "--memory-limit", "2GiB", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    g = zarr.open_group(str(out), mode="r")
+    assert g.attrs["input"]["source"] == str(src) and g.attrs["input"]["shape"] == [3, 128, 128]
+    assert g.attrs["input"]["scale"] == {"T": 1.0, "Y": 0.1, "X": 0.1}
+    prepared = dt.prepare(str(src))
+    lab0 = prepared.labels[0].compute()
+    np.testing.assert_array_equal(g["labels_reassigned"][0], lab0)
+    assert g["flow"].shape[0] > 0
