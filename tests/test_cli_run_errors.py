@@ -156,3 +156,24 @@ def test_bad_arguments_name_the_argument(tmp_path):
     with pytest.raises(InputError, match="kind must be 'local' or 'gpu', got 'tpu'"):
         dt.cluster("tpu")
     assert not out.exists()
+
+
+def test_checks_read_no_data_on_a_huge_lazy_input(tmp_path, existing_output):
+    """A 10 TB lazy movie: every check runs in well under a second without computing anything."""
+    import time
+
+    import dask.array as da
+
+    shape, chunks = (1000, 500, 4096, 4096), (1, 64, 512, 512)
+    arrays = {n: da.zeros(shape, chunks=chunks, dtype="uint16" if n != "distance" else "float32")
+              for n in VOLUMES}
+    arrays["labels"] = da.zeros(shape, chunks=chunks, dtype="float32")  # wrong dtype
+    ds_scale = {"T": 1, "Z": 0.25, "Y": 0.1, "X": 0.1}
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="'labels' has dtype float32"):
+        dt.run(arrays, tmp_path / "new.zarr", scale=ds_scale)
+    arrays["labels"] = da.zeros(shape, chunks=chunks, dtype="int32")
+    with pytest.raises(InputError, match="already exists; pass --resume"):
+        dt.run(arrays, existing_output, scale=ds_scale)
+    assert time.perf_counter() - start < 5
+    assert not (tmp_path / "new.zarr").exists()
