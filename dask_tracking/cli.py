@@ -79,6 +79,8 @@ def _setup_logging(verbose: int) -> None:
     """dask_tracking's own INFO lines always; -v adds its DEBUG lines, -vv dask's INFO too."""
     import logging
 
+    import distributed  # noqa: F401  (its import sets its loggers' levels: set ours after)
+
     logging.basicConfig(level=logging.INFO if verbose >= 2 else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("dask_tracking").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)

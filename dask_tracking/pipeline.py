@@ -107,12 +107,30 @@ def open_source(source: Any, scale: Any = None, *, compat: str | None = None) ->
             from .io.raw import is_raw_source
         except ImportError:
             is_raw_source = None
-        if is_raw_source is not None and is_raw_source(source):
+        if is_raw_source is not None and is_raw_source(source) and not _partial_tracking_zarr(source):
             from . import prepare
 
             log.info("preparing the raw movie %s (compat=%s)", source, compat or "fixed")
             return prepare(source, scale, compat=compat)
     return open_dataset(source, scale)
+
+
+def _partial_tracking_zarr(path: Any) -> bool:
+    """True for a zarr group holding some tracking volume besides ``raw`` (a broken dataset, not a movie)."""
+    from pathlib import Path
+
+    from .dataset import VOLUMES
+
+    p = Path(os.fspath(path))
+    if not (p.is_dir() and (p / "zarr.json").exists()):
+        return False
+    try:
+        import zarr
+
+        names = set(zarr.open_group(str(p), mode="r").array_keys())
+    except Exception:
+        return False
+    return bool(names & (set(VOLUMES) - {"raw"}))
 
 
 def _check_distance(max_distance_um: Any) -> float:

@@ -58,6 +58,7 @@ def _run(args, env=None):
 
 
 @pytest.mark.parametrize("kind, kwargs, message", [
+    ("missing", {"drop": ("branches",)}, r"missing arrays: branches|holds neither the six arrays"),
     ("shape", {"shape_of": ("labels", (3, 4, 16, 15))}, r"'labels' has shape \(3, 4, 16, 15\)"),
     ("dtype", {"dtype_of": ("labels", "float32")}, r"'labels' has dtype float32; allowed: an integer"),
     ("noscale", {"scale": False}, r"has no 'scale' attribute"),
