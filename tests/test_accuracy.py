@@ -13,7 +13,7 @@ from dask_tracking.evaluate import evaluate
 from dask_tracking.flow.assignment import assign_one_to_one, one_to_one_flow
 from dask_tracking.flow.refine import refine_flow, refine_vectors
 from dask_tracking.flow.table import FlowTable
-from dask_tracking.reassign.object_vote import object_vote, respect_objects
+from dask_tracking.reassign.object_vote import object_vote, object_vote_chain, respect_objects
 
 SMALL = dict(n_frames=3, n_pairs=1, shape=(8, 64, 96), seed=5)
 
@@ -157,3 +157,53 @@ def test_accuracy_options_beat_compat_on_small_hard_scenario():
     assert rc.flow["rows"] > 0 and rb.flow["rows"] > 0
     assert rb.flow["epe_median_um"] < rc.flow["epe_median_um"]
     assert rb.flow["wrong_object_share"] <= rc.flow["wrong_object_share"] + 1e-9
+
+
+# ------------------------------------------------------------ chained object vote
+def test_object_vote_chain_follows_objects_without_leaks():
+    # two bars 2 voxels apart move right by 3 voxels per frame; frame t's ids are arbitrary
+    T, shape = 4, (12, 40)
+    labels = np.zeros((T,) + shape, np.int32)
+    rows = []
+    for t in range(T):
+        labels[t, 2:5, 3 + 3 * t:13 + 3 * t] = 1 if t % 2 == 0 else 2
+        labels[t, 7:10, 3 + 3 * t:13 + 3 * t] = 2 if t % 2 == 0 else 1
+        if t < T - 1:
+            for y, x in [(3, 4 + 3 * t), (3, 7 + 3 * t), (3, 10 + 3 * t), (3, 12 + 3 * t),
+                         (8, 4 + 3 * t), (8, 7 + 3 * t), (8, 10 + 3 * t), (8, 12 + 3 * t)]:
+                rows.append([t, y, x, 0, 3, 0.0])
+    rows = np.array(rows, float)
+    rows[1, 3] = 5                                  # one wrong row pointing into the other bar
+    flow = FlowTable([rows[rows[:, 0] == t] for t in range(T - 1)], 2, T)
+    out = object_vote_chain(labels, flow, (0.1, 0.1)).compute()
+    for t in range(T):
+        assert set(np.unique(out[t][2:5])) == {0, 1}    # the top bar keeps frame 0's id 1
+        assert set(np.unique(out[t][7:10])) == {0, 2}
+        assert np.count_nonzero(out[t]) == np.count_nonzero(labels[t])
+    with pytest.raises(InputError, match="flow covers"):
+        object_vote_chain(labels[:3], flow, (0.1, 0.1))
+
+
+# ------------------------------------------------------------------ living tracks
+def test_tracks_live_with_fallback_and_flags():
+    import dask_tracking as dt
+
+    ds = synthetic_hard(**SMALL)
+    ds = ds.replace(**{n: v.persist() for n, v in ds.arrays().items()})
+    flow = dt.estimate_flow(ds).persist()
+    base = dt.label_tracks(ds, flow, skip_coords=7)
+    alive = dt.label_tracks(ds, flow, skip_coords=7, fallback_radius_um=2.0, keep_outside=True)
+    last = ds.n_frames - 1
+
+    def n_last(tr):
+        return len(np.unique(tr.data[tr.data[:, 1] == last, 0]))
+
+    assert n_last(alive) >= n_last(base) and n_last(alive) > 0
+    assert "end_reason" not in base.properties
+    ends = alive.properties["end_reason"]
+    last_rows = np.r_[alive.data[1:, 0] != alive.data[:-1, 0], True]
+    assert np.all(ends[~last_rows] == 0) and np.all(np.isin(ends[last_rows], [1, 2, 3]))
+    assert np.all(ends[last_rows & (alive.data[:, 1] == last)] == 1)
+    assert set(np.unique(alive.properties["outside"])) <= {0, 1}
+    with pytest.raises(InputError, match="fallback_radius_um must be a number above"):
+        dt.label_tracks(ds, flow, fallback_radius_um=0.1)

@@ -173,7 +173,7 @@ def _refine(rows: Any, image_t: Any, image_t1: Any, half_window: Any, search: An
         den = fm - 2.0 * f0 + fp
         off = np.where(inside & (den > 1e-12), 0.5 * (fm - fp) / np.where(den > 1e-12, den, 1.0), 0.0)
         sub[:, ax] = np.clip(off, -0.5, 0.5)
-    on_border = np.any((np.abs(bshift) == srch) & (srch > 0), axis=1)
+    on_border = np.any((np.abs(bshift) == srch) & (srch > 1), axis=1)   # a 1-voxel search (Z) may end on its border
     usable = (norm_ref > 1e-6) & ~on_border
     if not subvoxel:
         sub[:] = 0.0

@@ -45,6 +45,8 @@ def label_tracks(
     compat: Any = None,
     labels: Any = None,
     chunk_size: int = DEFAULT_SEED_CHUNK,
+    fallback_radius_um: float | None = None,
+    keep_outside: bool = False,
 ) -> Tracks:
     """Track every voxel of a label (or of all labels) from a start frame, both ways in time.
 
@@ -88,12 +90,25 @@ def label_tracks(
         default ``dataset.labels``.
     chunk_size : int
         Seeds per chunk.
+    fallback_radius_um : float, optional
+        Default mode only (accuracy option, issue 11): a point with no flow within the
+        radius takes the vector interpolated within this larger radius (um) instead of
+        ending its track.
+    keep_outside : bool
+        Default mode only: keep points whose rounded position lies outside every
+        label (flagged ``properties["outside"] = 1``) instead of dropping them, so a
+        track does not get gaps when the segmentation misses its point.
 
     Returns
     -------
     Tracks
         ``data`` rows ``track_id, t, (z), y, x``; ``properties["frame_num"]``; in
-        the default mode also ``properties["label"]`` (the seed's label id).
+        the default mode also ``properties["label"]`` (the seed's label id); with
+        ``fallback_radius_um`` or ``keep_outside`` also ``properties["outside"]`` (1 where
+        a kept point lies outside the labels) and ``properties["end_reason"]`` (on each
+        track's last row: 1 the walk reached the
+        last frame, 2 the point had no flow vector, 3 the point left the volume or,
+        without ``keep_outside``, the labels; 0 on every other row).
         ``data, props = label_tracks(...)`` unpacks.
     """
     mode = resolve_compat(compat)
@@ -134,8 +149,16 @@ def label_tracks(
     chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
     fw_frames = list(range(start, end)) if start < end else []
     bw_frames = list(range(start, -1, -1)) if start > 0 else []
-    fw_p = WalkParams(tuple(dataset.spacing), radius, True, mode)
-    bw_p = WalkParams(tuple(dataset.spacing), radius, False, mode)
+    fallback = None
+    if fallback_radius_um is not None and mode is None:
+        fallback = float(fallback_radius_um)
+        if not np.isfinite(fallback) or fallback <= radius:
+            raise InputError(f"fallback_radius_um must be a number above the radius {radius:g} um, "
+                             f"got {fallback_radius_um!r}")
+        attrs["fallback_radius_um"] = fallback
+    attrs["keep_outside"] = bool(keep_outside) and mode is None
+    fw_p = WalkParams(tuple(dataset.spacing), radius, True, mode, fallback)
+    bw_p = WalkParams(tuple(dataset.spacing), radius, False, mode, fallback)
     fw_a = {t: frame_anchors_lazy(table, t, True) for t in fw_frames}
     bw_a = {t: frame_anchors_lazy(table, t, False) for t in bw_frames}
     graphs = [walk_lazy(chunks, fw_frames, fw_a, fw_p), walk_lazy(chunks, bw_frames, bw_a, bw_p)]
@@ -159,11 +182,45 @@ def label_tracks(
     data_f, _ = emission_rows(fw, True, min_track_num, d)
     data_b, _ = emission_rows(bw, False, min_track_num, d)
     data = np.concatenate([first, data_f, data_b])
-    data = data[inside_labels(data, lab)]
-    data = data[np.lexsort((data[:, 1], data[:, 0]))]
+    walked = data[np.lexsort((data[:, 1], data[:, 0]))]
+    inside = inside_labels(walked, lab)
+    if attrs["keep_outside"]:
+        r = np.round(walked[:, 2:])
+        in_volume = np.all(np.isfinite(r) & (r >= 0) & (r < np.asarray(lab.shape[1:])), axis=1)
+        data = walked[inside | in_volume]
+        outside = (~inside[inside | in_volume]).astype(np.int8)
+    else:
+        data = walked[inside]
+        outside = np.zeros(len(data), np.int8)
     props = {"frame_num": data[:, 1].astype(np.int64),
              "label": seed_labels[data[:, 0].astype(np.int64) - min_track_num]}
+    if fallback is not None or attrs["keep_outside"]:
+        props["outside"] = outside
+        props["end_reason"] = _end_reasons(walked, inside, data, end, lab.shape[1:])
     return Tracks(data, props, {}, attrs)
+
+
+def _end_reasons(walked: np.ndarray, inside: np.ndarray, kept: np.ndarray, end: int,
+                 spatial: tuple[int, ...]) -> np.ndarray:
+    """Per kept row: 0, or on a track's last kept row why it ends (1 last frame, 2 no flow, 3 left)."""
+    out = np.zeros(len(kept), np.int8)
+    if len(kept) == 0:
+        return out
+    last_kept = np.r_[kept[1:, 0] != kept[:-1, 0], True]
+    last_walk = np.r_[walked[1:, 0] != walked[:-1, 0], True]
+    walk_end_t = dict(zip(walked[last_walk, 0].tolist(), walked[last_walk, 1].tolist()))
+    walk_end_in = dict(zip(walked[last_walk, 0].tolist(),
+                           (np.all((np.round(walked[last_walk, 2:]) >= 0)
+                                   & (np.round(walked[last_walk, 2:]) < np.asarray(spatial)), axis=1)).tolist()))
+    for i in np.flatnonzero(last_kept):
+        tid, t = float(kept[i, 0]), float(kept[i, 1])
+        if t < walk_end_t[tid] or not walk_end_in[tid]:
+            out[i] = 3
+        elif t >= end - 1:
+            out[i] = 1
+        else:
+            out[i] = 2
+    return out
 
 
 def _seeds(lab: da.Array, start: int, label: int | None, skip: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,12 +38,17 @@ class WalkParams:
         True: frames increase, positions ``+=`` the vector; False: frames
         decrease, positions ``-=`` the vector.
     compat : None or "nellie"
+    fallback_radius_um : float, optional
+        Default mode only: a point with no anchor within ``radius_um`` takes the
+        interpolated vector of the anchors within this larger radius instead of
+        dying (None: it dies, the reference behaviour).
     """
 
     spacing: tuple[float, ...]
     radius_um: float
     forward: bool
     compat: str | None = None
+    fallback_radius_um: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,11 @@ def _advance(pos: np.ndarray, anchors: Anchors, params: WalkParams, glob: tuple[
                                  n_good=n_good, k_max=k_max, offset=offset)
     else:
         vec = interpolate_points(anchors, pos, params.spacing, params.radius_um)
+        if params.fallback_radius_um is not None:
+            lost = np.all(np.isnan(vec), axis=1) & ~np.isnan(pos[:, 0])
+            if lost.any():
+                vec[lost] = interpolate_points(anchors, pos[lost], params.spacing,
+                                               float(params.fallback_radius_um))
     alive = ~np.all(np.isnan(vec), axis=1)
     new = pos + vec if params.forward else pos - vec
     new[~alive] = np.nan
