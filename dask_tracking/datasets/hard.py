@@ -82,7 +82,7 @@ def _surface_gap(g: ObjectSet, a: int, b: int) -> float:
 
 def _place_pairs(rng: np.random.Generator, *, shape: tuple[int, ...], spacing: tuple[float, ...],
                  n_pairs: int, gap_um: float, step_um: float, spin_rad: float,
-                 bend: float) -> OffsetObjectSet:
+                 bend: float, z_motion_um: float) -> OffsetObjectSet:
     ndim = len(shape)
     ey, ex = shape[-2] * spacing[-2], shape[-1] * spacing[-1]
     best = None
@@ -123,7 +123,7 @@ def _place_pairs(rng: np.random.Generator, *, shape: tuple[int, ...], spacing: t
     if ndim == 3:
         zc = np.full(n_pairs, shape[0] * spacing[0] / 2.0 - spacing[0] / 2.0)
         center = np.stack([zc, yc, xc], axis=1)
-        z_amp = np.full(n_pairs, min(0.15, 0.1 * shape[0] * spacing[0]))
+        z_amp = np.full(n_pairs, min(z_motion_um, 0.1 * shape[0] * spacing[0]))
     else:
         center = np.stack([yc, xc], axis=1)
         z_amp = np.zeros(n_pairs)
@@ -178,6 +178,7 @@ def synthetic_hard(
     seed: int = 0,
     chunks: Any = None,
     marker_spacing_um: float = 0.3,
+    z_motion_um: float = 0.0,
 ) -> TrackingDataset:
     """A seeded hard synthetic movie: close pairs, fast curved motion, rotation, bleaching.
 
@@ -215,6 +216,10 @@ def synthetic_hard(
         Spatial chunks; default whole frames.
     marker_spacing_um : float
         Smallest distance between two markers, um.
+    z_motion_um : float
+        3D: amplitude of a Z oscillation of the pairs, um (capped at 10% of the Z extent).
+        Default 0: with the default blur (one in-plane voxel on every axis) a sub-slice
+        Z motion barely changes the rendered data, so no method could measure it.
 
     Returns
     -------
@@ -256,14 +261,17 @@ def synthetic_hard(
                                     integer=False, allow_zero=True)
     seed = _check_int("seed", seed, 0)
     marker_spacing_um = _check_real("marker_spacing_um", marker_spacing_um, strict=True)
+    z_motion_um = _check_real("z_motion_um", z_motion_um)
 
     rng = np.random.default_rng([seed, 11])
     geometry = _place_pairs(rng, shape=shape, spacing=spacing, n_pairs=n_pairs, gap_um=gap_um,
-                            step_um=speed_um, spin_rad=math.radians(rotation_deg), bend=bend)
+                            step_um=speed_um, spin_rad=math.radians(rotation_deg), bend=bend,
+                            z_motion_um=z_motion_um)
     params = RenderParams(shape=shape, spacing=spacing, blur_um=blur_um, noise=noise,
                           marker_spacing_um=marker_spacing_um, seed=seed)
     token = dask.base.tokenize("hard", ndim, n_frames, shape, spacing, dt, n_pairs, gap_um, speed_um,
-                               rotation_deg, bend, noise, bleach, blur_um, seed, marker_spacing_um)
+                               rotation_deg, bend, noise, bleach, blur_um, seed, marker_spacing_um,
+                               z_motion_um)
     render = dask.delayed(_render_hard, pure=True)
     frames = [render(geometry, t, params, bleach, dask_key_name=f"synthetic-hard-frame-{token}-{t}")
               for t in range(n_frames)]
