@@ -6,9 +6,8 @@ Usage::
         [--scenario hard|easy] [--out benchmarks/results/accuracy_hard.json]
 
 Runs, on the same synthetic movie: ``run(compat="nellie")``; ``run()`` (default);
-and ``run(flow=one_to_one_flow(refine_flow(estimate_flow(ds), ds.preprocessed)))`` with the
-labels from ``object_vote_chain(ds.labels, flow, ds.spacing)`` and tracks from
-``label_tracks(..., fallback_radius_um=2.0, keep_outside=True)`` ("default+accuracy"). Each is scored by
+and ``run(accuracy=True)`` ("default+accuracy": refined one-to-one flow, object vote,
+living tracks; see :mod:`dask_tracking.accuracy`), all with ``tracks=True``. Each is scored by
 ``dask_tracking.evaluate`` and the table is printed and written as JSON.
 """
 
@@ -26,9 +25,6 @@ import dask
 import dask_tracking as dt
 from dask_tracking.datasets import synthetic, synthetic_hard
 from dask_tracking.evaluate import evaluate
-from dask_tracking.flow.assignment import one_to_one_flow
-from dask_tracking.flow.refine import refine_flow
-from dask_tracking.reassign.object_vote import object_vote_chain
 
 
 def _row(rep) -> dict:
@@ -52,7 +48,6 @@ def main() -> None:
     ap.add_argument("--shape", default="10,96,160")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-distance-um", type=float, default=1.0)
-    ap.add_argument("--fallback-radius-um", type=float, default=2.0)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     dask.config.set(scheduler="threads", num_workers=2)
@@ -78,14 +73,8 @@ def main() -> None:
                 dt.run(ds, out, tracks=True, max_distance_um=a.max_distance_um)
                 rep = evaluate(out, ds)
             else:
-                flow = dt.estimate_flow(ds, max_distance_um=a.max_distance_um)
-                flow = one_to_one_flow(refine_flow(flow, ds.preprocessed)).persist()
-                dt.run(ds, out, tracks=True, max_distance_um=a.max_distance_um, flow=flow)
-                tracks = dt.label_tracks(ds, flow, fallback_radius_um=a.fallback_radius_um,
-                                         keep_outside=True)
-                labels = object_vote_chain(ds.labels, flow, ds.spacing)
-                rep = evaluate({"flow": flow, "labels": labels, "tracks": tracks,
-                                "source": str(out)}, ds)
+                dt.run(ds, out, tracks=True, max_distance_um=a.max_distance_um, accuracy=True)
+                rep = evaluate(out, ds)
             row = _row(rep)
             row["seconds"] = round(time.perf_counter() - t0, 1)
             table[name] = row

@@ -124,9 +124,12 @@ def _open_cluster(scheduler, workers, memory_limit, gpu, *, announce=True):
 @click.option("--max-distance-um", type=float, default=1.0, show_default=True,
               help="Flow gate speed in um/s.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--accuracy", default=None, metavar="all|NAMES",
+              help="Accuracy options of the default mode: 'all' or comma-separated names from refine, "
+                   "one_to_one, object_vote, living_tracks.")
 @click.option("-v", "--verbose", count=True, help="Log what runs (-v info, -vv debug).")
 def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, compat, resume, overwrite,
-                tracks, max_distance_um, no_progress, verbose) -> None:
+                tracks, max_distance_um, no_progress, accuracy, verbose) -> None:
     """Track SOURCE (zarr, OME-Zarr, Nellie folder or raw movie) into OUT.zarr."""
     from .pipeline import open_source, run
     from .dataset import validate
@@ -140,7 +143,8 @@ def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, co
         with _open_cluster(scheduler, workers, memory_limit, gpu) as session:
             result = run(ds, output, compat=compat_mode, client=session.client, resume=resume,
                          overwrite=overwrite, tracks=tracks, max_distance_um=max_distance_um,
-                         progress=not no_progress)
+                         progress=not no_progress,
+                         accuracy=(True if accuracy == "all" else accuracy) if accuracy else False)
         click.echo(result.summary())
     except (InputError, FileNotFoundError, FileExistsError, PermissionError) as exc:
         _fail(exc)

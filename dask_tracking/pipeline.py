@@ -283,6 +283,7 @@ def run(
     scale: Any = None,
     flow: FlowTable | None = None,
     progress: bool = False,
+    accuracy: Any = False,
 ) -> RunResult:
     """Run the whole tracking stage and write every output to one zarr v3 store.
 
@@ -319,6 +320,10 @@ def run(
         estimating it; it is written to the store as is.
     progress : bool
         Show a progress bar.
+    accuracy : bool or sequence of str
+        Accuracy options of the default mode (:mod:`dask_tracking.accuracy`):
+        ``True`` for all, or names from ``"refine"``, ``"one_to_one"``,
+        ``"object_vote"``, ``"living_tracks"``. Not with ``compat="nellie"``.
 
     Returns
     -------
@@ -357,7 +362,12 @@ def run(
     if tracks:
         from .tracks import label_tracks
 
+    from .accuracy import resolve_accuracy
+
+    acc = resolve_accuracy(accuracy, compat)
     params = _parameters(ds, compat, max_distance_um, tracks, track_label, track_start_frame, flow_mode)
+    if acc.any:
+        params["accuracy"] = acc.names()
     if flow is not None:
         params["flow"] = "given"
     attrs = _attrs(ds, params)
@@ -386,6 +396,7 @@ def run(
         else:
             log.info("flow: estimating (max_distance_um=%g um/s)", max_distance_um)
             lazy = estimate_flow(ds, max_distance_um=max_distance_um, compat=compat, mode=flow_mode)
+            lazy = acc.apply_flow(lazy, ds)
         pairs = list(lazy.pairs)
         todo = [i for i, p in enumerate(pairs) if dask.is_dask_collection(p)]
         for i, v in zip(todo, _compute([pairs[i] for i in todo], client, progress)):
@@ -415,10 +426,15 @@ def run(
                 log.warning("reassign_labels has no 'initial': recomputing every frame")
                 frames = list(range(0, T))
         reassigned = reassign_labels(ds, flow, **kwargs)
+        out_labels = reassigned.labels
+        if acc.object_vote:
+            from .reassign.object_vote import object_vote_chain
+
+            out_labels = object_vote_chain(ds.labels, flow, ds.spacing)
         spath = str(path)
         for t in frames:
             deps = []
-            for name, arr in (("labels_reassigned", reassigned.labels),
+            for name, arr in (("labels_reassigned", out_labels),
                               ("branches_reassigned", reassigned.branches)):
                 target = group[name]
                 src = arr[t:t + 1].astype(np.int32).rechunk(target.chunks)
@@ -428,12 +444,13 @@ def run(
             if t >= 1:
                 stop = reassigned.stopped[t - 1] if getattr(reassigned, "stopped", None) else False
                 deps.append(dask.delayed(_write_matches)(spath, t - 1, reassigned.matches[t - 1], stop))
-            count = da.count_nonzero(reassigned.labels[t])
+            count = da.count_nonzero(out_labels[t])
             objs.append(dask.delayed(_finish_frame)(spath, t, count, *deps))
             counts_for.append(t)
     n_track_rows = None
     if tracks and not (resumed and group.attrs.get("tracks_done", False)):
-        tr = label_tracks(ds, flow, label=track_label, start_frame=track_start_frame, compat=compat)
+        tr = label_tracks(ds, flow, label=track_label, start_frame=track_start_frame, compat=compat,
+                          **acc.track_kwargs())
         cols = ["track_id", "t", *ds.axes[1:].lower()]
         objs.append(dask.delayed(_write_tracks)(str(path), tr.data, getattr(tr, "properties", None), cols))
     log.info("writing %d frames%s", len(frames), " and tracks" if tracks else "")

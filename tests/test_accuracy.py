@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from dask_tracking.dataset import InputError
 from dask_tracking.datasets import synthetic_hard
@@ -142,7 +141,7 @@ def test_object_vote_stops_leaks_and_keeps_merges():
 
 
 # ---------------------------------------------------------- default beats compat
-def test_accuracy_options_beat_compat_on_small_hard_scenario():
+def test_accuracy_options_beat_compat_on_small_hard_scenario(tmp_path):
     import dask
 
     import dask_tracking as dt
@@ -150,13 +149,20 @@ def test_accuracy_options_beat_compat_on_small_hard_scenario():
     ds = synthetic_hard(**SMALL)
     ds = ds.replace(**{n: v.persist() for n, v in ds.arrays().items()})
     with dask.config.set(scheduler="threads", num_workers=2):
-        compat = dt.estimate_flow(ds, compat="nellie").persist()
-        better = one_to_one_flow(refine_flow(dt.estimate_flow(ds), ds.preprocessed)).persist()
-        rc = evaluate({"flow": compat}, ds)
-        rb = evaluate({"flow": better}, ds)
+        dt.run(ds, tmp_path / "compat.zarr", compat="nellie", tracks=True, track_start_frame=0)
+        dt.run(ds, tmp_path / "acc.zarr", tracks=True, accuracy=True)
+        rc = evaluate(tmp_path / "compat.zarr", ds)
+        rb = evaluate(tmp_path / "acc.zarr", ds)
     assert rc.flow["rows"] > 0 and rb.flow["rows"] > 0
     assert rb.flow["epe_median_um"] < rc.flow["epe_median_um"]
     assert rb.flow["wrong_object_share"] <= rc.flow["wrong_object_share"] + 1e-9
+    assert rb.last("labels", "identity_accuracy") >= rc.last("labels", "identity_accuracy")
+    assert min(rb.labels["coverage"]) >= 0.98
+    assert rb.last("tracks", "alive_share") >= rc.last("tracks", "alive_share")
+    with pytest.raises(InputError, match="cannot be used with compat='nellie'"):
+        dt.run(ds, tmp_path / "x.zarr", compat="nellie", accuracy=True)
+    with pytest.raises(InputError, match="accuracy must be True, False or names"):
+        dt.run(ds, tmp_path / "y.zarr", accuracy=["faster"])
 
 
 # ------------------------------------------------------------ chained object vote
