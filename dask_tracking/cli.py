@@ -143,7 +143,7 @@ def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, co
         with _open_cluster(scheduler, workers, memory_limit, gpu) as session:
             result = run(ds, output, compat=compat_mode, client=session.client, resume=resume,
                          overwrite=overwrite, tracks=tracks, max_distance_um=max_distance_um,
-                         progress=not no_progress,
+                         progress=not no_progress, gpu=gpu,
                          accuracy=(True if accuracy == "all" else accuracy) if accuracy else False)
         click.echo(result.summary())
     except (InputError, FileNotFoundError, FileExistsError, PermissionError) as exc:

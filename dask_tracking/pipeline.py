@@ -283,6 +283,7 @@ def run(
     scale: Any = None,
     flow: FlowTable | None = None,
     progress: bool = False,
+    gpu: bool = False,
     accuracy: Any = False,
 ) -> RunResult:
     """Run the whole tracking stage and write every output to one zarr v3 store.
@@ -320,6 +321,10 @@ def run(
         estimating it; it is written to the store as is.
     progress : bool
         Show a progress bar.
+    gpu : bool
+        Move the chunks to the GPU (:func:`dask_tracking.gpu.to_device`) so every
+        stage takes its CuPy path (with ``dask_tracking.cluster(kind="gpu")``, CLI ``--gpu``).
+        Without CuPy: an ImportError naming the ``gpu`` extra, before any work.
     accuracy : bool or sequence of str
         Accuracy options of the default mode (:mod:`dask_tracking.accuracy`):
         ``True`` for all, or names from ``"refine"``, ``"one_to_one"``,
@@ -343,6 +348,10 @@ def run(
         raise InputError(f"track_start_frame must be a non-negative integer, got {track_start_frame!r}")
     path = out_store.check_output_path(output, resume=resume, overwrite=overwrite)
     ds = validate(open_source(dataset, scale, compat=compat))
+    if gpu:
+        from .gpu import to_device
+
+        ds = to_device(ds)
     if flow is not None:
         if not isinstance(flow, FlowTable):
             raise InputError(f"flow must be a FlowTable or None, got {type(flow).__name__}")

@@ -118,3 +118,13 @@ def test_gpu_cluster_without_dask_cuda_names_the_gpu_extra():
     with pytest.raises(ImportError, match=r"kind='gpu' \(--gpu\) needs dask-cuda and cupy: install the gpu extra, "
                                           r"pip install 'dask-tracking\[gpu\]'; import failed with: No module named"):
         dt.cluster(kind="gpu")
+
+
+@pytest.mark.skipif(HAS_CUPY, reason="CuPy is installed here: the missing-extra message cannot be seen")
+def test_run_gpu_without_cupy_names_the_gpu_extra_before_any_work(tmp_path):
+    import dask_tracking as dt
+
+    out = tmp_path / "out.zarr"
+    with pytest.raises(ImportError, match=r"dask_tracking\.gpu\.to_device needs CuPy: install the gpu extra"):
+        dt.run(synthetic(2, 2, seed=1), out, gpu=True)
+    assert not out.exists()

@@ -147,12 +147,16 @@ def test_interpolate_lazy_cupy_default_mode_searches_on_gpu(movie):
     np.testing.assert_array_equal(cp.asnumpy(got), want)
 
 
-def test_pipeline_run_on_gpu_chunks(movie, tmp_path):
+@pytest.mark.parametrize("how", ["to_device", "gpu=True"])
+def test_pipeline_run_on_gpu_chunks(movie, tmp_path, how):
     import zarr
 
     with _single():
         cpu = dt.run(movie, tmp_path / "cpu.zarr", tracks=True)
-        gpu = dt.run(to_device(movie), tmp_path / "gpu.zarr", tracks=True)
+        if how == "to_device":
+            gpu = dt.run(to_device(movie), tmp_path / "gpu.zarr", tracks=True)
+        else:
+            gpu = dt.run(movie, tmp_path / "gpu.zarr", tracks=True, gpu=True)
     a, b = zarr.open_group(str(tmp_path / "cpu.zarr"), mode="r"), zarr.open_group(str(tmp_path / "gpu.zarr"), mode="r")
     names = [n for n, _ in a.arrays()]
     assert "labels_reassigned" in names or len(names) >= 2
