@@ -611,8 +611,9 @@ N_WORKERS = 2
 if SMALL:
     N_FRAMES, SHAPE, N_OBJECTS, WORKER_MEMORY = 5, (8, 64, 96), 4, "700MiB"
 else:
-    # 48 frames of 24 x 384 x 384 voxels: 3.2 GB of inputs, workers of 1 GiB each
-    N_FRAMES, SHAPE, N_OBJECTS, WORKER_MEMORY = 48, (24, 384, 384), 24, "1GiB"
+    # 40 frames of 16 x 256 x 384 voxels: 1.2 GB of inputs, two workers of 512 MiB each.
+    # Minutes on a few free cores; on 2 cores shared with heavy other work it took over 30.
+    N_FRAMES, SHAPE, N_OBJECTS, WORKER_MEMORY = 40, (16, 256, 384), 12, "512MiB"
 OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
 '''),
     md('''
