@@ -1,0 +1,34 @@
+"""Local workers start with malloc settings that keep array temporaries off fresh mmaps."""
+
+from __future__ import annotations
+
+import os
+
+import dask
+
+from dask_tracking.cluster import WORKER_MALLOC_ENV, cluster, worker_environ
+
+
+def _env() -> tuple:
+    return os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_worker_environ_replaces_distributed_default_and_keeps_user_values():
+    key = "distributed.nanny.pre-spawn-environ"
+    env = worker_environ()[key]
+    assert env["MALLOC_MMAP_THRESHOLD_"] == WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert env["MALLOC_TRIM_THRESHOLD_"] == WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]
+    assert env["OMP_NUM_THREADS"] == dask.config.get(key)["OMP_NUM_THREADS"]  # others untouched
+    with dask.config.set({key: {"MALLOC_TRIM_THRESHOLD_": 12345, "MALLOC_MMAP_THRESHOLD_": 4096}}):
+        env = worker_environ()[key]
+    assert env["MALLOC_TRIM_THRESHOLD_"] == 12345 and env["MALLOC_MMAP_THRESHOLD_"] == 4096
+
+
+def test_local_cluster_workers_get_the_malloc_settings(tmp_path):
+    with cluster(n_workers=1, memory_limit="1GB", local_directory=str(tmp_path),
+                 dashboard_address=None) as session:
+        seen = list(session.client.run(_env).values())
+    want = (str(WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]), str(WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))
+    assert seen == [want]
+    # the setting is scoped to the cluster start, not left in the global config
+    assert "MALLOC_MMAP_THRESHOLD_" not in dask.config.get("distributed.nanny.pre-spawn-environ")
