@@ -57,16 +57,18 @@ def nellie_stages(raw_tif: str, out_json: str) -> int:
     fi.find_metadata()
     fi.load_metadata()
     im_info = ImInfo(fi)
-    times = {}
+    times, cpu = {}, {}
     for name, make in (("filter", lambda: Filter(im_info, remove_edges=False, device="cpu", low_memory=False)),
                        ("label", lambda: Label(im_info, device="cpu", low_memory=False)),
                        ("network", lambda: Network(im_info, device="cpu")),
                        ("markers", lambda: Markers(im_info, device="cpu"))):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         make().run()
         times[name] = time.perf_counter() - t0
+        cpu[name] = time.process_time() - c0
     with open(out_json, "w") as f:
         json.dump({"import_s": t_import, "stages_s": times, "total_s": sum(times.values()),
+                   "stages_cpu_s": cpu, "total_cpu_s": sum(cpu.values()),
                    "shape": list(im_info.shape)}, f)
     return 0
 
@@ -96,6 +98,7 @@ def run_nellie(raw, scale, folder: Path) -> dict | None:
 
 # ----------------------------------------------------------------------- our side
 def run_ours(raw, scale, store: Path, *, chunks, workers: int, memory_limit: str) -> dict:
+    """Our prepare + zarr write on a LocalCluster: wall time, and CPU seconds of workers + client."""
     import dask.array as da
     from distributed import Client, LocalCluster
 
@@ -109,6 +112,14 @@ def run_ours(raw, scale, store: Path, *, chunks, workers: int, memory_limit: str
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         client.run(lambda: __import__("dask_tracking.prepare.frangi"))  # warm imports, not timed
+
+        def cpu_s():
+            import psutil
+
+            c = psutil.Process().cpu_times()
+            return c.user + c.system
+
+        cpu0 = sum(client.run(cpu_s).values()) + cpu_s()
         t0 = time.perf_counter()
         pm = dt.prepare(arr, scale, compat="nellie", return_extras=True)
         t_graph = time.perf_counter() - t0
@@ -116,7 +127,8 @@ def run_ours(raw, scale, store: Path, *, chunks, workers: int, memory_limit: str
         t0 = time.perf_counter()
         client.compute(lazy, sync=True)
         wall = time.perf_counter() - t0
-    return {"graph_s": t_graph, "compute_and_write_s": wall, "workers": workers, "memory_limit": memory_limit,
+        cpu = sum(client.run(cpu_s).values()) + cpu_s() - cpu0
+    return {"graph_s": t_graph, "compute_and_write_s": wall, "cpu_s": cpu, "workers": workers, "memory_limit": memory_limit,
             "chunks": list(arr.chunksize[1:])}
 
 
@@ -252,6 +264,8 @@ def main(argv=None) -> int:
         report["yeast_x1"]["nellie"] = nel
         if nel:
             report["yeast_x1"]["ratio_nellie_over_ours"] = nel["total_s"] / ours["compute_and_write_s"]
+            if "total_cpu_s" in nel:
+                report["yeast_x1"]["cpu_ratio_nellie_over_ours"] = nel["total_cpu_s"] / ours["cpu_s"]
             print(json.dumps(nel, indent=1))
     if a.tiled_frames:
         tiled = np.tile(g["raw"][: a.tiled_frames], (1, 1, 4, 4))
@@ -263,6 +277,8 @@ def main(argv=None) -> int:
             report["yeast_x4"]["nellie"] = nel4
             if nel4:
                 report["yeast_x4"]["ratio_nellie_over_ours"] = nel4["total_s"] / ours4["compute_and_write_s"]
+                if "total_cpu_s" in nel4:
+                    report["yeast_x4"]["cpu_ratio_nellie_over_ours"] = nel4["total_cpu_s"] / ours4["cpu_s"]
         print(json.dumps(report["yeast_x4"], indent=1))
     report["loadavg_end"] = os.getloadavg()
     (WORK / "bench_prepare.json").write_text(json.dumps(report, indent=1))

@@ -137,107 +137,92 @@ class _ScaleStats:
     skip: bool
 
 
+def _scale_sample(g, comps, frob_sq, inner, sample_sl) -> dict:
+    """One block's statistics of one scale: strided positive samples and maxima of the core."""
+    gc = g[inner][sample_sl]
+    root = np.sqrt(frob_sq[inner])
+    finite = np.isfinite(root)
+    return {
+        "g": gc[gc > 0],
+        "root": root[sample_sl],
+        "max_abs": max(float(np.max(np.abs(c[inner]))) if c[inner].size else 0.0 for c in comps),
+        "root_max_finite": float(root[finite].max()) if finite.any() else None,
+        "has_inf": bool(np.isinf(root).any()),
+    }
+
+
 def _stats_kernel(block, inner, start, *, sigmas, spacing, truncate, strides):
     """Statistics pass: per scale, the strided positive samples and maxima of the core."""
-    img = block[0]
     sample_sl = strided_core_slices(start, [s + (i.stop - i.start) for s, i in zip(start, inner)], strides)
     out = []
-    for _k, g in _scales(img, sigmas, spacing, truncate):
+    for _k, g in _scales(block[0], sigmas, spacing, truncate):
         comps, frob_sq = _hessian(g, spacing)
-        gc = g[inner][sample_sl]
-        root = np.sqrt(frob_sq[inner])
-        finite = np.isfinite(root)
-        has_inf = bool(np.isinf(root).any())
-        max_abs = max(float(np.max(np.abs(c[inner]))) if c[inner].size else 0.0 for c in comps)
-        rs = root[sample_sl]
-        out.append({
-            "g": gc[gc > 0],
-            "root": rs,
-            "max_abs": max_abs,
-            "root_max_finite": float(root[finite].max()) if finite.any() else None,
-            "has_inf": has_inf,
-        })
+        out.append(_scale_sample(g, comps, frob_sq, inner, sample_sl))
     return out
 
 
 def _frame_stats(items, *, spacing, params: FilterParams, guard: bool) -> list[_ScaleStats]:
     """Per frame: reduce the blocks' statistics to gamma, A and the Frobenius cutoff per scale."""
-    n_scales = len(items[0])
-    out = []
+    return [_scale_stats([it[k] for it in items], spacing=spacing, params=params, guard=guard)
+            for k in range(len(items[0]))]
+
+
+def _scale_stats(blocks, *, spacing, params: FilterParams, guard: bool) -> _ScaleStats:
+    """One scale of one frame: gamma**2 term, A = max|H|, Frobenius cutoff, from all its blocks."""
     geo = float(np.prod(spacing)) ** (1.0 / len(spacing))
-    for k in range(n_scales):
-        blocks = [it[k] for it in items]
-        pos = np.concatenate([b["g"] for b in blocks])
-        if pos.size == 0:
+    pos = np.concatenate([b["g"] for b in blocks])
+    if pos.size == 0:
+        gamma = float(np.finfo(np.float32).eps)
+    else:
+        gamma = min_threshold(pos, guard=guard)
+        if gamma <= 0:
             gamma = float(np.finfo(np.float32).eps)
+        if geo > 0:
+            gamma = gamma / (geo ** 2)
+    gamma_sq = 2.0 * (float(gamma) ** 2)
+    max_abs = max(b["max_abs"] for b in blocks)
+    if max_abs <= 0:
+        max_abs = 1.0
+    froot = np.concatenate([b["root"].reshape(-1) for b in blocks]) / max_abs
+    has_inf = any(b["has_inf"] for b in blocks)
+    finite_max = [b["root_max_finite"] for b in blocks if b["root_max_finite"] is not None]
+    # F = root / A; the replacement of +inf is the largest finite F of the whole frame
+    inf_value = float(np.float32(max(finite_max)) / np.float32(max_abs)) if finite_max else 0.0
+    if has_inf:
+        froot = np.where(np.isinf(froot), np.float32(inf_value), froot)
+    f_max = inf_value
+    if not params.frob_thresh_division:
+        cutoff = 0.0
+    else:
+        if params.frob_thresh is None:
+            p = froot[froot > 0]
+            thr = 0.0 if p.size == 0 else min_threshold(p, guard=guard)
         else:
-            gamma = min_threshold(pos, guard=guard)
-            if gamma <= 0:
-                gamma = float(np.finfo(np.float32).eps)
-            if geo > 0:
-                gamma = gamma / (geo ** 2)
-        gamma_sq = 2.0 * (float(gamma) ** 2)
-        max_abs = max(b["max_abs"] for b in blocks)
-        if max_abs <= 0:
-            max_abs = 1.0
-        froot = np.concatenate([b["root"].reshape(-1) for b in blocks]) / max_abs
-        has_inf = any(b["has_inf"] for b in blocks)
-        finite_max = [b["root_max_finite"] for b in blocks if b["root_max_finite"] is not None]
-        # F = root / A; the replacement of +inf is the largest finite F of the whole frame
-        inf_value = float(np.float32(max(finite_max)) / np.float32(max_abs)) if finite_max else 0.0
-        if has_inf:
-            froot = np.where(np.isinf(froot), np.float32(inf_value), froot)
-        f_max = float(np.float32(max(finite_max)) / np.float32(max_abs)) if finite_max else 0.0
-        if has_inf:
-            f_max = max(f_max, inf_value)
-        if not params.frob_thresh_division:
-            cutoff = 0.0
-        else:
-            if params.frob_thresh is None:
-                p = froot[froot > 0]
-                thr = 0.0 if p.size == 0 else min_threshold(p, guard=guard)
-            else:
-                thr = float(params.frob_thresh)
-            cutoff = thr / params.frob_thresh_division
-        skip = not bool(np.float32(f_max) > np.array([cutoff], dtype=_F32)[0]) if finite_max else True
-        out.append(_ScaleStats(gamma_sq, max_abs, cutoff, inf_value, skip))
-    return out
+            thr = float(params.frob_thresh)
+        cutoff = thr / params.frob_thresh_division
+    skip = not bool(np.float32(f_max) > np.array([cutoff], dtype=_F32)[0]) if finite_max else True
+    return _ScaleStats(gamma_sq, max_abs, cutoff, inf_value, skip)
 
 
-def _vessel_kernel(block, inner, start, stats, *, sigmas, spacing, truncate, params: FilterParams):
-    """Vesselness pass: max over scales of V_sigma and the AND of the Frobenius masks (core).
+def _vessel_scale(comps, frob_sq, inner, st: _ScaleStats, params: FilterParams, core_shape):
+    """V_sigma and the Frobenius mask of one scale on the core (f32, bool)."""
+    comps = [c[inner] for c in comps]
+    frob = np.sqrt(frob_sq[inner]) / st.max_abs
+    if np.isinf(frob).any():
+        frob = frob.copy()
+        frob[np.isinf(frob)] = st.inf_value
+    h_mask = frob > st.cutoff if params.frob_thresh_division else frob > 0
+    where = np.nonzero(h_mask)
+    vs = np.zeros(core_shape, dtype=_F32)
+    if where[0].size:
+        ev = _eigenvalues(comps, where)
+        vs[where] = _vesselness(ev, st.gamma_sq, float(params.alpha_sq),
+                                float(params.beta_sq)).astype(_F32, copy=False)
+    return vs, h_mask
 
-    Returns (1, C, *core): channel 0 = V * M; in 2D channel 1 = the masked LoG term
-    before its global normalisation.
-    """
-    stats = stats.reshape(-1)[0]
-    img = block[0]
-    img32 = img.astype(_F32, copy=False)
-    core_shape = tuple(i.stop - i.start for i in inner)
-    vessel = np.zeros(core_shape, dtype=_F32)
-    masks = np.ones(core_shape, dtype=bool)
-    for k, g in _scales(img, sigmas, spacing, truncate):
-        st = stats[k]
-        if st.skip:
-            continue
-        comps, frob_sq = _hessian(g, spacing)
-        comps = [c[inner] for c in comps]
-        frob = np.sqrt(frob_sq[inner]) / st.max_abs
-        if np.isinf(frob).any():
-            frob = frob.copy()
-            frob[np.isinf(frob)] = st.inf_value
-        h_mask = frob > st.cutoff if params.frob_thresh_division else frob > 0
-        where = np.nonzero(h_mask)
-        vs = np.zeros(core_shape, dtype=_F32)
-        if where[0].size:
-            ev = _eigenvalues(comps, where)
-            vs[where] = _vesselness(ev, st.gamma_sq, float(params.alpha_sq),
-                                    float(params.beta_sq)).astype(_F32, copy=False)
-        vessel = np.maximum(vessel, vs)
-        masks &= h_mask
-    out = vessel * masks
-    if img.ndim == 3:
-        return out[None, None]
+
+def _log_term(img32, inner, masks, sigmas, spacing):
+    """2D: the masked multi-scale LoG blob response (before its global normalisation)."""
     lap = None
     for i, s in enumerate(sigmas):
         cur = (-ndi.gaussian_laplace(img32, sigma_vector(s, spacing)) * (float(s) ** 2))[inner]
@@ -248,7 +233,45 @@ def _vessel_kernel(block, inner, start, stats, *, sigmas, spacing, truncate, par
             better = cur > lap
             lap[better] = cur[better]
     lap[lap < 0] = 0.0
-    return np.stack([out, lap])[None]
+    return lap
+
+
+def _vessel_kernel(block, inner, start, stats, *, sigmas, spacing, truncate, params: FilterParams,
+                   strides=None, guard=False):
+    """Vesselness pass: max over scales of V_sigma and the AND of the Frobenius masks (core).
+
+    ``stats`` is the frame's per-scale statistics, or None when the block is the whole
+    frame: each scale's statistics then come from the block itself, in the same pass
+    (they depend on that scale only), and the cascade is computed once.
+
+    Returns (1, C, *core): channel 0 = V * M; in 2D channel 1 = the masked LoG term
+    before its global normalisation.
+    """
+    stats = None if stats is None else stats.reshape(-1)[0]
+    img = block[0]
+    core_shape = tuple(i.stop - i.start for i in inner)
+    vessel = np.zeros(core_shape, dtype=_F32)
+    masks = np.ones(core_shape, dtype=bool)
+    for k, g in _scales(img, sigmas, spacing, truncate):
+        if stats is not None:
+            st = stats[k]
+            if st.skip:
+                continue
+            comps, frob_sq = _hessian(g, spacing)
+        else:
+            comps, frob_sq = _hessian(g, spacing)
+            sample_sl = strided_core_slices((0,) * len(core_shape), core_shape, strides)
+            st = _scale_stats([_scale_sample(g, comps, frob_sq, inner, sample_sl)], spacing=spacing,
+                              params=params, guard=guard)
+            if st.skip:
+                continue
+        vs, h_mask = _vessel_scale(comps, frob_sq, inner, st, params, core_shape)
+        vessel = np.maximum(vessel, vs)
+        masks &= h_mask
+    out = vessel * masks
+    if img.ndim == 3:
+        return out[None, None]
+    return np.stack([out, _log_term(img.astype(_F32, copy=False), inner, masks, sigmas, spacing)])[None]
 
 
 def _percentile_of(items):
@@ -298,10 +321,16 @@ def filter_movie(raw: da.Array, spacing: Sequence[float], params: FilterParams =
     halo = filter_halo(spacing, params)
     strides = sample_strides(raw.shape[1:], params.max_threshold_samples)
     common = dict(sigmas=sigmas, spacing=spacing, truncate=float(params.truncate))
-    blocks = map_cores(_stats_kernel, raw, halo, dtype=object, out="object", strides=strides, **common)
-    stats = per_frame(_frame_stats, blocks, spacing=spacing, params=params, guard=guard)
-    both = map_cores(_vessel_kernel, raw, halo, stats, dtype=_F32, channels=1 if raw.ndim == 4 else 2,
-                     params=params, **common)
+    channels = 1 if raw.ndim == 4 else 2
+    if all(len(c) == 1 for c in raw.chunks[1:]):
+        # whole frames: statistics and vesselness in one pass per frame (one cascade)
+        both = map_cores(_vessel_kernel, raw, (0,) * (raw.ndim - 1), None, dtype=_F32, channels=channels,
+                         params=params, strides=strides, guard=guard, **common)
+    else:
+        blocks = map_cores(_stats_kernel, raw, halo, dtype=object, out="object", strides=strides, **common)
+        stats = per_frame(_frame_stats, blocks, spacing=spacing, params=params, guard=guard)
+        both = map_cores(_vessel_kernel, raw, halo, stats, dtype=_F32, channels=channels,
+                         params=params, **common)
     out = both[:, 0]
     if raw.ndim == 3:
         lap = both[:, 1]
