@@ -41,11 +41,15 @@ STAGE_INPUTS = {
 def _client(workers: int, memory_limit: str):
     if workers <= 0:
         return None
+    import dask
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           memory_limit=memory_limit, dashboard_address=":0",
-                           local_directory=os.environ.get("DASK_TRACKING_BENCH_SPILL"))
+    from dask_tracking.cluster import worker_environ
+
+    with dask.config.set(worker_environ()):  # the workers' malloc settings of dask_tracking.cluster()
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               memory_limit=memory_limit, dashboard_address=":0",
+                               local_directory=os.environ.get("DASK_TRACKING_BENCH_SPILL"))
     return Client(cluster)
 
 
