@@ -52,7 +52,8 @@ def _cell_time(d: dict | None) -> str:
     if d is None:
         return "not run"
     if d.get("timed_out"):
-        return f"timeout (> {d['wall_s']:.0f} s)"
+        extra = f", {' and '.join(d['missing'])} not run" if d.get("missing") else ""
+        return f"> {d['wall_s']:.0f} s (time-out{extra})"
     if not d.get("ok"):
         return "failed"
     return _num(d["run_s"])
@@ -66,9 +67,18 @@ def _cell_mem(d: dict | None) -> str:
 
 def _total(side: dict | None) -> dict | None:
     """Sum of stage times, max of stage peaks (each stage is its own process)."""
-    if not side or any(s not in side for s in STAGES):
+    if not side:
         return None
-    parts = [side[s] for s in STAGES]
+    parts = [side.get(s) for s in STAGES]
+    if any(p is not None and p.get("timed_out") for p in parts):
+        # a lower bound: the stages that ran plus the time-out of the ones that did not finish
+        lower = sum(p["run_s"] if p.get("ok") else p.get("wall_s", 0) for p in parts if p is not None)
+        missing = [s for s, p in zip(STAGES, parts) if p is None]
+        return {"ok": False, "timed_out": True, "wall_s": lower, "lower_bound": True,
+                "missing": missing,
+                "peak_rss_mb": max(p.get("peak_rss_mb", 0) for p in parts if p is not None)}
+    if any(p is None for p in parts):
+        return None
     if not all(p.get("ok") for p in parts):
         bad = next(p for p in parts if not p.get("ok"))
         return {"ok": False, "timed_out": bad.get("timed_out"), "wall_s": bad.get("wall_s", 0)}
@@ -80,6 +90,12 @@ def _ratio(a, b, fmt="{:.1f}x") -> str:
     if a is None or b is None or b == 0:
         return "–"
     return fmt.format(a / b)
+
+
+def _speedup(nl: dict | None, cp: dict | None) -> str:
+    if nl and nl.get("timed_out") and _run(cp):
+        return f"> {nl['wall_s'] / _run(cp):.1f}x"
+    return _ratio(_run(nl), _run(cp))
 
 
 def _parity_cell(par: dict | None, stage: str) -> str:
@@ -119,7 +135,7 @@ def side_by_side_table(rows: list[dict]) -> list[str]:
             out.append(
                 f"| x{d['tiles']} ({shape}) | {STAGE_NAMES[stage]} | {_cell_time(nl)} | {_cell_mem(nl)} "
                 f"| {_cell_time(cp)} | {_cell_mem(cp)} | {_cell_time(df)} | {_cell_mem(df)} "
-                f"| {_ratio(_run(nl), _run(cp))} | {mem_ratio} | {_num(floor)} "
+                f"| {_speedup(nl, cp)} | {mem_ratio} | {_num(floor)} "
                 f"| {_ratio(_run(cp), floor)} "
                 f"| {_num(_run(cp) * 1e9 / d['voxels'] if _run(cp) else None, '{:.0f}')} "
                 f"| {_parity_cell(d.get('parity'), stage)} "
