@@ -57,10 +57,15 @@ def _inner(argv) -> int:
 
     import dask_tracking as dt
 
+    import dask
+
+    from dask_tracking.cluster import worker_environ
+
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
-                           memory_limit=a.memory_limit, dashboard_address=":0",
-                           local_directory=str(SPILL))
+    with dask.config.set(worker_environ()):  # the workers' malloc settings of dask_tracking.cluster()
+        cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
+                               memory_limit=a.memory_limit, dashboard_address=":0",
+                               local_directory=str(SPILL))
     client = Client(cluster)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
