@@ -44,9 +44,9 @@ def _client(workers: int, memory_limit: str):
     import dask
     from distributed import Client, LocalCluster
 
-    from dask_tracking.cluster import worker_environ
+    from dask_tracking.cluster import worker_config
 
-    with dask.config.set(worker_environ()):  # the workers' malloc settings of dask_tracking.cluster()
+    with dask.config.set(worker_config()):  # worker settings of dask_tracking.cluster()
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                memory_limit=memory_limit, dashboard_address=":0",
                                local_directory=os.environ.get("DASK_TRACKING_BENCH_SPILL"))

@@ -15,7 +15,7 @@ from typing import Any
 from .dataset import InputError
 
 __all__ = ["ClusterSession", "cluster", "default_workers", "parse_memory", "worker_environ",
-           "WORKER_MALLOC_ENV"]
+           "worker_config", "WORKER_MALLOC_ENV", "WORKER_PRELOAD"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def worker_environ() -> dict:
     with :data:`WORKER_MALLOC_ENV` added (values the user configured are kept).
 
     Use as ``with dask.config.set(worker_environ()): LocalCluster(...)``; :func:`cluster`
-    does this for the clusters it starts.
+    does this (with :func:`worker_config`) for the clusters it starts.
     """
     import dask
     import distributed  # noqa: F401  (loads distributed's config defaults first)
@@ -52,6 +52,23 @@ def worker_environ() -> dict:
         if current is None or (name == "MALLOC_TRIM_THRESHOLD_" and str(current) == "65536"):
             env[name] = value
     return {"distributed.nanny.pre-spawn-environ": env}
+
+
+#: Module each local worker imports at start (the stages' kernels and SciPy).
+WORKER_PRELOAD = "dask_tracking.worker_imports"
+
+
+def worker_config() -> dict:
+    """Dask config for starting local workers: :func:`worker_environ` plus
+    :data:`WORKER_PRELOAD` added to ``distributed.worker.preload``, so the first task of a
+    stage does not pay the imports. Use as ``with dask.config.set(worker_config()): ...``.
+    """
+    import dask
+
+    preload = list(dask.config.get("distributed.worker.preload", []) or [])
+    if WORKER_PRELOAD not in preload:
+        preload.append(WORKER_PRELOAD)
+    return {**worker_environ(), "distributed.worker.preload": preload}
 
 
 @dataclass
@@ -224,7 +241,7 @@ def cluster(
         log.info("starting a LocalCUDACluster (one worker per GPU, RMM pool %s)", pool)
         import dask
 
-        with dask.config.set(worker_environ()):
+        with dask.config.set(worker_config()):
             cl = LocalCUDACluster(
                 rmm_pool_size=pool,
                 device_memory_limit=0.8,
@@ -245,7 +262,7 @@ def cluster(
              n, threads_per_worker, limit / 2**30, spill)
     import dask
 
-    with dask.config.set(worker_environ()):
+    with dask.config.set(worker_config()):
         cl = LocalCluster(
             n_workers=n,
             threads_per_worker=threads_per_worker,

@@ -6,7 +6,7 @@ import os
 
 import dask
 
-from dask_tracking.cluster import WORKER_MALLOC_ENV, cluster, worker_environ
+from dask_tracking.cluster import WORKER_MALLOC_ENV, WORKER_PRELOAD, cluster, worker_config, worker_environ
 
 
 def _env() -> tuple:
@@ -32,3 +32,19 @@ def test_local_cluster_workers_get_the_malloc_settings(tmp_path):
     assert seen == [want]
     # the setting is scoped to the cluster start, not left in the global config
     assert "MALLOC_MMAP_THRESHOLD_" not in dask.config.get("distributed.nanny.pre-spawn-environ")
+
+
+def _loaded() -> bool:
+    import sys
+
+    return "dask_tracking.worker_imports" in sys.modules and "dask_tracking.reassign.graph" in sys.modules
+
+
+def test_local_cluster_workers_preload_the_kernels(tmp_path):
+    key = "distributed.worker.preload"
+    with dask.config.set({key: ["json"]}):
+        assert worker_config()[key] == ["json", WORKER_PRELOAD]  # the user's preloads are kept
+    with cluster(n_workers=1, memory_limit="1GB", local_directory=str(tmp_path),
+                 dashboard_address=None) as session:
+        assert list(session.client.run(_loaded).values()) == [True]
+    assert WORKER_PRELOAD not in (dask.config.get(key, []) or [])
