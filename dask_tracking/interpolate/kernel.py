@@ -182,24 +182,37 @@ def neighbour_counts(anchors: Anchors, coords: Any, spacing: Sequence[float], ra
 
 
 def _nellie_weights(dist: np.ndarray, cost: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Nellie's per-point weights on padded (n, K) neighbour arrays (first ``k_i`` valid)."""
+    """Nellie's per-point weights on padded (n, K) neighbour arrays (first ``k_i`` valid).
+
+    ``dist`` rows are sorted ascending (cKDTree's k-nearest order) and every ``k_i >= 1``.
+    ``cost`` is overwritten (it becomes the weights). Padding slots are 0.
+    """
     n, K = dist.shape
-    valid = np.arange(K)[None, :] < k[:, None]
-    dmin = np.where(valid, dist, np.inf).min(axis=1)
-    exact = dmin == 0
+    invalid = np.arange(K)[None, :] >= k[:, None]
+    exact = dist[:, 0] == 0  # the smallest distance of each row
     with np.errstate(divide="ignore", invalid="ignore"):
-        dw = np.where(exact[:, None], (dist == 0) * 1.0, 1 / dist)
-    w = -cost * dw
-    w = np.where(valid, w, np.inf)
+        dw = np.divide(1.0, dist)
+    if exact.any():
+        dw[exact] = (dist[exact] == 0) * 1.0
+    w = np.negative(cost, out=cost)
+    w *= dw
+    w[invalid] = np.inf
     m = w.min(axis=1)
-    w = w - (m - 1)[:, None]
-    w = np.where(valid, w, 0.0)
+    m -= 1
+    w -= m[:, None]
+    w[invalid] = 0.0
     # NumPy's sum of a length-k row (pairwise order): sum rows of equal k together.
     s = np.empty(n)
-    for kk in np.unique(k):
-        sel = np.flatnonzero(k == kk)
-        s[sel] = np.ascontiguousarray(w[sel, :kk]).sum(axis=1)
-    return w / s[:, None]
+    ks = np.unique(k)
+    if len(ks) == 1:
+        kk = int(ks[0])
+        s[:] = (w if kk == K else np.ascontiguousarray(w[:, :kk])).sum(axis=1)
+    else:
+        for kk in ks:
+            sel = np.flatnonzero(k == kk)
+            s[sel] = np.ascontiguousarray(w[sel, :kk]).sum(axis=1)
+    w /= s[:, None]
+    return w
 
 
 def _fixed_weights(dist: np.ndarray, cost: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -228,9 +241,15 @@ def _sequential_sum(w: np.ndarray) -> np.ndarray:
 
 def _weighted_vectors(w: np.ndarray, idx: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """``sum_j w[:, j] * vectors[idx[:, j]]`` added left to right, (n, d)."""
-    acc = vectors[idx[:, 0]] * w[:, 0, None]
+    wt = np.ascontiguousarray(w.T)
+    it = np.ascontiguousarray(idx.T)
+    acc = vectors[it[0]]
+    acc *= wt[0][:, None]
+    term = np.empty_like(acc)
     for j in range(1, w.shape[1]):
-        acc += vectors[idx[:, j]] * w[:, j, None]
+        np.take(vectors, it[j], axis=0, out=term)
+        term *= wt[j][:, None]
+        acc += term
     return acc
 
 
@@ -328,10 +347,10 @@ def _nellie_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, K: int)
     dist, idx = tree.query(q, k=K, p=2)
     dist = np.asarray(dist, dtype=np.float64).reshape(len(q), K)
     idx = np.asarray(idx, dtype=np.int64).reshape(len(q), K)
-    valid = np.arange(K)[None, :] < kr[:, None]
-    idx = np.where(valid, idx, 0)
+    invalid = np.arange(K)[None, :] >= kr[:, None]
+    idx[invalid] = 0
     w = _nellie_weights(dist, anchors.costs[idx], kr)
-    w = np.where(valid, w, 0.0)
+    w[invalid] = 0.0
     return _weighted_vectors(w, idx, anchors.vectors)
 
 
