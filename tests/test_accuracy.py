@@ -213,3 +213,24 @@ def test_tracks_live_with_fallback_and_flags():
     assert set(np.unique(alive.properties["outside"])) <= {0, 1}
     with pytest.raises(InputError, match="fallback_radius_um must be a number above"):
         dt.label_tracks(ds, flow, fallback_radius_um=0.1)
+
+
+def test_object_vote_chain_survives_a_frame_of_poor_segmentation():
+    T, shape = 4, (12, 40)
+    labels = np.zeros((T,) + shape, np.int32)
+    rows = []
+    for t in range(T):
+        labels[t, 2:5, 3 + 3 * t:13 + 3 * t] = 1
+        if t != 1:                                   # the bottom bar is missed at frame 1
+            labels[t, 7:10, 3 + 3 * t:13 + 3 * t] = 2
+        if t < T - 1:
+            for y, x in [(3, 4 + 3 * t), (3, 10 + 3 * t), (8, 4 + 3 * t), (8, 10 + 3 * t)]:
+                rows.append([t, y, x, 0, 3, 0.0])
+    rows = np.array(rows, float)
+    flow = FlowTable([rows[rows[:, 0] == t] for t in range(T - 1)], 2, T)
+    out = object_vote_chain(labels, flow, (0.1, 0.1)).compute()
+    assert set(np.unique(out[2][7:10])) == {0, 2} and set(np.unique(out[3][7:10])) == {0, 2}
+    forgetful = object_vote_chain(labels, flow, (0.1, 0.1), memory=False).compute()
+    new_id = set(np.unique(forgetful[2][7:10])) - {0}
+    assert len(new_id) == 1 and new_id.pop() not in (1, 2)     # a fresh identity: coverage kept
+    assert np.count_nonzero(forgetful[2]) == np.count_nonzero(labels[2])

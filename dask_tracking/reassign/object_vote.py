@@ -191,23 +191,58 @@ def _landed(identities: Any, rows: Any, shape_next: tuple[int, ...], spacing: An
     return flat, ids
 
 
-def _chain_step(prev: np.ndarray, rows: Any, objects_next: Any, spacing: Any,
-                split_share: float) -> np.ndarray:
-    shape = np.shape(objects_next)
-    votes = propagate_votes(prev, rows, shape, spacing)
-    landed = _landed(prev, rows, shape, spacing)
-    return object_vote(votes, objects_next, split_share=split_share, landed=landed)
+def _chain_step(state: tuple, rows: Any, objects_next: Any, spacing: Any, split_share: float,
+                memory: bool) -> tuple:
+    """One link: (identities at t, ghost identities at t, next free id) -> the same at t + 1."""
+    prev, ghost, next_id = state
+    src = np.array(prev, dtype=np.int32, copy=True)
+    if memory and ghost is not None:
+        fill = (src == 0) & (ghost > 0)
+        src[fill] = ghost[fill]
+    objects_next = np.asarray(objects_next)
+    shape = objects_next.shape
+    votes = propagate_votes(src, rows, shape, spacing)
+    landed = _landed(src, rows, shape, spacing)
+    out = object_vote(votes, objects_next, split_share=split_share, landed=landed)
+    # objects that received no vote at all: a new identity each (coverage follows the segmentation)
+    orphan = (objects_next > 0) & (out == 0)
+    if orphan.any():
+        ids = np.unique(objects_next[orphan])
+        fresh = np.zeros(int(objects_next.max()) + 1, np.int64)
+        fresh[ids] = np.arange(next_id, next_id + len(ids))
+        out[orphan] = fresh[objects_next[orphan]].astype(np.int32)
+        next_id += len(ids)
+    new_ghost = None
+    if memory:
+        # identities of frame t (not ghosts themselves) that no object of t + 1 took:
+        # their landed votes wait one frame for a segmentation that finds them again
+        lost = np.setdiff1d(np.unique(prev[prev > 0]), np.unique(out))
+        if len(lost):
+            new_ghost = np.where(np.isin(votes, lost), votes, 0).astype(np.int32)
+    return out, new_ghost, next_id
+
+
+def _first_state(labels0: Any) -> tuple:
+    a = np.asarray(labels0).astype(np.int32)
+    return a, None, int(a.max(initial=0)) + 1
+
+
+def _result(state: tuple) -> np.ndarray:
+    return state[0]
 
 
 def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share: float = 0.3,
-                      start_frame: int = 0) -> da.Array:
+                      start_frame: int = 0, memory: bool = True) -> da.Array:
     """Identities through time by an object vote chained along the flow.
 
     Frame ``start_frame`` keeps its own label ids. Each later frame's objects
     (``labels[t + 1] > 0`` connected as given) take their identities from the
     previous frame's *result*, carried along the flow (:func:`propagate_votes`) and
     decided per object (:func:`object_vote`): an identity cannot leak into a
-    neighbouring object unless it holds ``split_share`` of it.
+    neighbouring object unless it holds ``split_share`` of it. An object that gets
+    no vote at all takes a new identity (never used before). With ``memory`` an
+    identity that no object of frame ``t + 1`` takes (a frame of poor segmentation)
+    keeps its carried votes one more frame and can be taken again at ``t + 2``.
 
     Parameters
     ----------
@@ -238,13 +273,14 @@ def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share
         raise InputError(f"start_frame must be an integer in [0, {T - 1}], got {start_frame!r}")
     spatial = tuple(lab.shape[1:])
     frames: list[Any] = [None] * T
-    first = lab[start_frame].astype(np.int32)
-    frames[start_frame] = first.to_delayed().ravel()[0] if first.npartitions == 1 else \
-        dask.delayed(np.asarray)(first)
+    states: list[Any] = [None] * T
+    states[start_frame] = dask.delayed(_first_state, pure=True)(lab[start_frame])
     step = dask.delayed(_chain_step, pure=True)
     for t in range(start_frame, T - 1):
-        frames[t + 1] = step(frames[t], flow.frame(t), lab[t + 1], tuple(float(x) for x in spacing),
-                             split_share)
+        states[t + 1] = step(states[t], flow.frame(t), lab[t + 1], tuple(float(x) for x in spacing),
+                             split_share, bool(memory))
+    for t in range(start_frame, T):
+        frames[t] = dask.delayed(_result, pure=True)(states[t])
     blank = da.zeros((1,) + spatial, dtype=np.int32)
     parts = [blank if f is None else da.from_delayed(f, shape=spatial, dtype=np.int32)[None]
              for f in frames]
