@@ -263,6 +263,7 @@ def interpolate_points(
     n_good: int | None = None,
     k_max: int | None = None,
     offset: int = 0,
+    counts: np.ndarray | None = None,
 ) -> Any:
     """Interpolated displacement (voxels per frame) at each query point.
 
@@ -288,6 +289,9 @@ def interpolate_points(
         is also the ``k`` of the K-nearest query, which sets tie order.
     offset : int
         Compat only: batch index of ``coords[0]``.
+    counts : ndarray, shape (N,), int64, optional
+        :func:`neighbour_counts` of these points (same anchors, spacing and radius),
+        when the caller already has them: the ball query is then not repeated.
 
     Returns
     -------
@@ -310,7 +314,9 @@ def interpolate_points(
     good = ~np.isnan(q[:, 0])
     k = np.zeros(N, dtype=np.int64)
     gpu = _GpuSearch(anchors.points * s, coords) if (mode != "nellie" and is_cupy(coords)) else None
-    if good.any():
+    if counts is not None:
+        k[good] = np.asarray(counts, dtype=np.int64).reshape(N)[good]
+    elif good.any():
         k[good] = (gpu.counts(q[good], float(radius_um)) if gpu is not None else
                    tree.query_ball_point(q[good], float(radius_um), p=2, return_length=True))
 

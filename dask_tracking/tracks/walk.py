@@ -75,18 +75,20 @@ class WalkResult:
     final: list[np.ndarray]
 
 
-def _stats(anchors: Anchors, pos: np.ndarray, params: WalkParams) -> tuple[int, int]:
+def _stats(anchors: Anchors, pos: np.ndarray, params: WalkParams) -> tuple[int, int, np.ndarray]:
+    """(non-NaN points, largest neighbour count, the neighbour counts) of one chunk."""
     k = neighbour_counts(anchors, pos, params.spacing, params.radius_um)
-    return int((~np.isnan(pos[:, 0])).sum()), int(k.max()) if len(k) else 0
+    return int((~np.isnan(pos[:, 0])).sum()), int(k.max()) if len(k) else 0, k
 
 
-def _reduce(stats: Sequence[tuple[int, int]]) -> tuple[int, int]:
+def _reduce(stats: Sequence[tuple[int, int, np.ndarray]]) -> tuple[int, int]:
     return sum(s[0] for s in stats), max((s[1] for s in stats), default=0)
 
 
 def _advance(pos: np.ndarray, anchors: Anchors, params: WalkParams, glob: tuple[int, int] | None,
-             offset: int, emit_start: bool) -> tuple[np.ndarray, Emission]:
-    """One step of one chunk: (new positions, emission)."""
+             offset: int, emit_start: bool, stats: tuple | None = None) -> tuple[np.ndarray, Emission]:
+    """One step of one chunk: (new positions, emission). ``stats``: this chunk's
+    :func:`_stats` (compat), whose neighbour counts are reused."""
     d = pos.shape[1]
     none = Emission(np.zeros(0, np.int64), None, np.zeros((0, d)))
     if params.compat == "nellie":
@@ -94,7 +96,8 @@ def _advance(pos: np.ndarray, anchors: Anchors, params: WalkParams, glob: tuple[
         if n_good == 0 or k_max == 0:  # Nellie skips the frame: nothing moves
             return pos, none
         vec = interpolate_points(anchors, pos, params.spacing, params.radius_um, compat="nellie",
-                                 n_good=n_good, k_max=k_max, offset=offset)
+                                 n_good=n_good, k_max=k_max, offset=offset,
+                                 counts=None if stats is None else stats[2])
     else:
         vec = interpolate_points(anchors, pos, params.spacing, params.radius_um)
         if params.fallback_radius_um is not None:
@@ -123,12 +126,13 @@ def walk_lazy(chunks: Sequence[np.ndarray], frames: Sequence[int], anchors: dict
     for s, t in enumerate(frames):
         a = anchors[t]
         glob = None
+        stats = [None] * len(state)
         if params.compat == "nellie":
-            glob = dask.delayed(_reduce, pure=True)(
-                [dask.delayed(_stats, pure=True)(a, p, params) for p in state])
+            stats = [dask.delayed(_stats, pure=True)(a, p, params) for p in state]
+            glob = dask.delayed(_reduce, pure=True)(stats)
         emit_start = params.compat == "nellie" and s == 0
-        res = [dask.delayed(_advance, pure=True)(p, a, params, glob, off, emit_start)
-               for p, off in zip(state, offsets)]
+        res = [dask.delayed(_advance, pure=True)(p, a, params, glob, off, emit_start, st)
+               for p, off, st in zip(state, offsets, stats)]
         state = [dask.delayed(_split, pure=True)(r, 0) for r in res]
         steps.append([dask.delayed(_split, pure=True)(r, 1) for r in res])
     return steps, state
