@@ -142,7 +142,7 @@ fig, ax = plt.subplots(figsize=(7, 5.5))
 ax.imshow(proj0, cmap="gray")
 q = ax.quiver(rows[:, 3], rows[:, 2], rows[:, 6], rows[:, 5], rows[:, 0], cmap="viridis",
               angles="xy", scale_units="xy", scale=1, width=0.005)
-fig.colorbar(q, ax=ax, label="frame t of the vector (t -> t+1)")
+fig.colorbar(q, ax=ax, label="frame t of the vector (t -> t+1)", ticks=range(N_FRAMES - 1))
 ax.set(title="Flow vectors (true length) over the max projection of frame 0",
        xlabel="x (voxels)", ylabel="y (voxels)")
 fig.tight_layout()
@@ -171,7 +171,7 @@ ax.imshow(proj0, cmap="gray")
 lc = LineCollection(segments, cmap="plasma", linewidths=1.2)
 lc.set_array(np.asarray(seg_t, dtype=float))
 ax.add_collection(lc)
-fig.colorbar(lc, ax=ax, label="frame")
+fig.colorbar(lc, ax=ax, label="frame", ticks=range(N_FRAMES))
 ax.set(title=f"{len(shown)} of {len(ids)} tracks, coloured by time", xlabel="x (voxels)",
        ylabel="y (voxels)")
 fig.tight_layout()
@@ -270,7 +270,7 @@ for k, (axis, colour) in enumerate((("y", "tab:blue"), ("x", "tab:orange"))):
     axes[0].scatter(true_disp[:, 1 + k], est_disp[:, 1 + k], s=12, alpha=0.7, color=colour, label=axis)
 lim = float(np.abs(np.r_[true_disp[:, 1:].ravel(), est_disp[:, 1:].ravel()]).max()) + 0.5
 axes[0].plot([-lim, lim], [-lim, lim], "k:", lw=1)
-axes[0].set(xlabel="true displacement (voxels)", ylabel="flow vector (voxels)", aspect="equal",
+axes[0].set(xlabel="true displacement (voxels)", ylabel="flow vector (voxels)",
             title=f"Flow vectors: median end-point error {np.median(flow_err):.2f} voxels")
 axes[0].legend(title="axis")
 ts = sorted(track_err)
@@ -280,7 +280,7 @@ axes[1].set(xlabel="frame", ylabel="voxels", title="Tracks seeded at frame 0: di
 axes[1].legend(loc="upper left")
 axes[2].plot(range(N_FRAMES), label_acc, "o-", label="label accuracy")
 axes[2].plot(range(N_FRAMES), coverage, "s--", label="labelled share of true object voxels")
-axes[2].set(xlabel="frame", ylim=(0, 1.05), title="Reassigned labels")
+axes[2].set(xlabel="frame", ylim=(0, 1.05), xticks=range(N_FRAMES), title="Reassigned labels")
 axes[2].legend(loc="lower left")
 fig.tight_layout()
 fig.savefig(OUTPUT_DIR / "accuracy.png", dpi=100)

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, YEAST
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parent.parent
+# as tests/conftest.py: ../shared/data beside the checkout; DASK_TRACKING_SHARED_DATA overrides
+SHARED_DATA = Path(os.environ.get("DASK_TRACKING_SHARED_DATA", ROOT.parent / "shared" / "data"))
+YEAST = SHARED_DATA / "nellie_yeast.zarr"
 NOTEBOOKS = ROOT / "notebooks"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
