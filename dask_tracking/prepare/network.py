@@ -127,10 +127,11 @@ def network_movie(labels: da.Array, preprocessed: da.Array, spacing: Sequence[fl
     spacing = tuple(float(s) for s in spacing)
 
     def _call(l, p):
-        return np.stack([a.astype(np.float64) for a in network_frame(l[0], p[0], spacing)])[None]
+        # ids are >= 0 and below 2**31, so one uint32 stack carries all three exactly
+        return np.stack([a.astype(np.uint32) for a in network_frame(l[0], p[0], spacing)])[None]
 
     stacked = da.map_blocks(_call, lab, pre, new_axis=1, chunks=(lab.chunks[0], (3,)) + lab.chunks[1:],
-                            dtype=np.float64, meta=np.empty((0,) * (lab.ndim + 1), np.float64))
+                            dtype=np.uint32, meta=np.empty((0,) * (lab.ndim + 1), np.uint32))
     if chunks is not None and tuple(chunks) != lab.chunks:
         stacked = stacked.rechunk((chunks[0], (3,)) + tuple(chunks[1:]))
     return {name: stacked[:, i].astype(dt) for i, (name, dt) in enumerate(NETWORK_OUTPUTS)}
