@@ -143,6 +143,43 @@ def side_by_side_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's targets, checked against the rows measured on the threaded scheduler."""
+    rows = sorted([d for d in rows if not d.get("workers")], key=lambda d: d["tiles"])
+    if not rows:
+        return []
+    out = ["Targets of the issue against these figures (rows on the threaded scheduler):", ""]
+    par = []
+    for d in rows:
+        p = d.get("parity") or {}
+        checked = [k for k in ("flow", "labels_reassigned", "branches_reassigned", "tracks") if k in p]
+        same = all(p[k].get("equal") for k in checked)
+        par.append(f"x{d['tiles']}: {'identical' if same else 'DIFFERS'} ({', '.join(checked) or 'nothing'} checked)")
+    out.append("- compat == Nellie in the same run: " + "; ".join(par) + ".")
+    sp, mem = [], []
+    for d in rows:
+        nl, cp = _total(d.get("nellie")), _total(d.get("compat"))
+        sp.append(f"x{d['tiles']} {_speedup(nl, cp)}")
+        if nl and cp and cp.get("ok") and nl.get("peak_rss_mb"):
+            mem.append(f"x{d['tiles']} {cp['peak_rss_mb']:.0f} vs {nl['peak_rss_mb']:.0f} MB")
+    out.append("- whole stage faster than Nellie (10x wanted at x4): " + ", ".join(sp) + ".")
+    out.append("- peak memory below Nellie's (ours vs Nellie, largest stage): " + ", ".join(mem) + ".")
+    by = {d["tiles"]: d for d in rows}
+    if 4 in by and 8 in by:
+        a, b = _total(by[4].get("compat")), _total(by[8].get("compat"))
+        if a and b and a.get("ok") and b.get("ok"):
+            out.append(f"- memory flat from x4 to x8 (within 20% wanted): {a['peak_rss_mb']:.0f} -> "
+                       f"{b['peak_rss_mb']:.0f} MB ({(b['peak_rss_mb'] / a['peak_rss_mb'] - 1) * 100:+.0f}%).")
+    if 8 in by:
+        cp = _total(by[8].get("compat"))
+        floors = [_run(by[8].get("read_floor", {}).get(s)) for s in STAGES]
+        if cp and cp.get("ok") and all(f for f in floors):
+            out.append(f"- within 3x of the read floor at x8: {cp['run_s'] / sum(floors):.1f}x "
+                       f"({cp['run_s']:.0f} s vs {sum(floors):.1f} s to read the inputs).")
+    out.append("")
+    return out
+
+
 def scaling_table(rows: list[dict]) -> list[str]:
     out = ["| series | T x Z x Y x X | voxels | scheduler | flow s | reassign s | tracks s | total s "
            "| ns per voxel | read floor s | total / floor | peak MB | command |",
@@ -223,6 +260,7 @@ def render() -> str:
     if sbs:
         L.append(machine_line(sbs))
         L.append("")
+        L += targets(sbs)
         L += side_by_side_table(sbs)
         L += ["", "*compat*: `compat=\"nellie\"` (bit for bit Nellie); *default*: the fixed method. "
               "*read floor*: reading and decompressing every input chunk of the stage once on the same "
