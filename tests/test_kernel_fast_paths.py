@@ -28,3 +28,16 @@ def test_given_counts_give_the_same_bits(compat):
     fast = interpolate_points(a, q, sp, r, counts=k, **kw)
     assert np.isfinite(plain).sum() > 1000
     np.testing.assert_array_equal(plain.view(np.uint64), fast.view(np.uint64))
+
+
+def test_ordered_block_sum_is_numpys_whole_array_sum():
+    """Nellie's dense flow cost sums (N, M, F) arrays over (0, 1); the row-block sum gives the same bits."""
+    from dask_tracking.flow.matching import _ordered_sum
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(230, 170, 7)) * 10 ** rng.uniform(-6, 6, size=(230, 170, 7))
+    want = np.sum(x, axis=(0, 1))
+    for step in (1, 17, 64, 230):
+        got = _ordered_sum(x[a:a + step].copy() for a in range(0, len(x), step))
+        np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
+    assert not np.array_equal(want, x.reshape(-1, 7)[::-1].sum(axis=0))  # the order matters here

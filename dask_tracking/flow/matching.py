@@ -140,11 +140,14 @@ def _cost_dense_compat(qa, qb, post, pre, radius_um, block_elements=_DENSE_BLOCK
 def _ordered_sum(blocks) -> np.ndarray:
     """Sum of (n, m, F) blocks over their first two axes, element after element in C order."""
     acc = None
-    for b in blocks:
+    for b in blocks:  # each block is a fresh temporary: its first row may be overwritten
         flat = b.reshape(-1, b.shape[-1])
-        if acc is not None:
-            flat = np.concatenate((acc[None], flat))
-        acc = np.add.accumulate(flat, axis=0)[-1]
+        if acc is not None and len(flat):
+            flat[0] = acc + flat[0]
+        elif acc is not None:
+            continue
+        # a reduction over the outer axis of a C-ordered (n, F) array adds row after row
+        acc = np.add.reduce(flat, axis=0)
     return acc
 
 
