@@ -41,3 +41,25 @@ def test_ordered_block_sum_is_numpys_whole_array_sum():
         got = _ordered_sum(x[a:a + step].copy() for a in range(0, len(x), step))
         np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
     assert not np.array_equal(want, x.reshape(-1, 7)[::-1].sum(axis=0))  # the order matters here
+
+
+def test_libm_distinct_value_path_gives_the_element_by_element_bits():
+    import math
+
+    from dask_tracking.flow import libm
+
+    rng = np.random.default_rng(5)
+    x = rng.choice(rng.random(300).astype(np.float32) * 50 + 1e-3, size=9000)  # many repeats
+    got = libm.log10f(x.reshape(90, 100))
+    one = np.array([libm.log10f(np.array([v]))[0] for v in x[:500]])
+    np.testing.assert_array_equal(got.ravel()[:500].view(np.uint32), one.view(np.uint32))
+    y = x.astype(np.float64)
+    np.testing.assert_array_equal(libm.log10(y), np.array([math.log10(v) for v in y]))
+    base = np.concatenate([np.round(rng.normal(size=3000), 2), [0.0, -0.0, -0.0]])[:, None]
+    for b_, exp in ((base, np.array([[0.0, 1.0, 2.0, 3.0]])), (np.abs(base), np.array([[1.5, 2.5, 3.0]]))):
+        got = libm.power(b_, exp)
+        want = np.array([[1.0 if e == 0 else (b if e == 1 else math.pow(b, e)) for e in exp[0]]
+                         for b in b_[:, 0]])
+        np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
+    got = libm.power(base, np.array([[3.0]]))
+    assert np.signbit(got[-1, 0]) and not np.signbit(got[-3, 0])  # pow(-0.0, 3) = -0.0, pow(0.0, 3) = 0.0

@@ -5,8 +5,8 @@ whose results differ from the C library's in the last bit for a few percent of
 inputs. Nellie 1.0.4's reference outputs were made where NumPy used the C
 library, so compat mode calls it directly and gives the same bits on any x86-64
 or ARM CPU. Only small arrays go through here (the positive preprocessed voxels
-of a block, the ROI coordinate powers, the Hu moments), so the per-element call
-is cheap.
+of a block, the ROI coordinate powers, the Hu moments), and large arrays call the
+C function once per distinct value, so the per-element call is cheap.
 """
 
 from __future__ import annotations
@@ -39,17 +39,17 @@ def log10f(x: np.ndarray) -> np.ndarray:
     fn = _log10f()
     if fn is None:  # pragma: no cover
         return np.log10(x.astype(np.float64)).astype(np.float32)
-    flat = x.ravel()
-    out = np.fromiter((fn(v) for v in flat.tolist()), dtype=np.float32, count=flat.size)
-    return out.reshape(x.shape)
+    values, inverse = _distinct(x.ravel())
+    out = np.fromiter((fn(v) for v in values.tolist()), dtype=np.float32, count=values.size)
+    return (out if inverse is None else out[inverse]).reshape(x.shape)
 
 
 def log10(x: np.ndarray) -> np.ndarray:
     """float64 C ``log10`` of every element (positive, finite inputs)."""
     x = np.asarray(x, dtype=np.float64)
-    flat = x.ravel()
-    out = np.fromiter((math.log10(v) for v in flat.tolist()), dtype=np.float64, count=flat.size)
-    return out.reshape(x.shape)
+    values, inverse = _distinct(x.ravel())
+    out = np.fromiter((math.log10(v) for v in values.tolist()), dtype=np.float64, count=values.size)
+    return (out if inverse is None else out[inverse]).reshape(x.shape)
 
 
 def power(base: np.ndarray, exponent: np.ndarray) -> np.ndarray:
@@ -62,7 +62,25 @@ def power(base: np.ndarray, exponent: np.ndarray) -> np.ndarray:
     out = np.where(e == 0, 1.0, b)
     todo = (e != 0) & (e != 1)
     if np.any(todo):
-        bt, et = b[todo].tolist(), e[todo].tolist()
-        out[todo] = np.fromiter((math.pow(u, v) for u, v in zip(bt, et)), dtype=np.float64,
-                                count=len(bt))
+        pairs = np.stack([b[todo], e[todo]], axis=1)
+        inverse = None
+        if len(pairs) > _DISTINCT_MIN:  # one call per distinct (base, exponent)
+            ub, inverse = np.unique(pairs.view(np.uint64), axis=0, return_inverse=True)
+            pairs, inverse = ub.view(np.float64), inverse.reshape(-1)
+        res = np.fromiter((math.pow(u, v) for u, v in pairs.tolist()), dtype=np.float64, count=len(pairs))
+        out[todo] = res if inverse is None else res[inverse]
     return out
+
+
+#: Above this many elements the C function is called once per distinct value.
+_DISTINCT_MIN = 2048
+
+
+def _distinct(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values to evaluate, index of each element in them or None): the distinct values of
+    a large array (bit patterns: -0.0 and 0.0, NaNs stay apart), else the array itself."""
+    if flat.size <= _DISTINCT_MIN:
+        return flat, None
+    bits = flat.view(np.uint32 if flat.dtype.itemsize == 4 else np.uint64)
+    ub, inverse = np.unique(bits, return_inverse=True)
+    return ub.view(flat.dtype), inverse.reshape(-1)
