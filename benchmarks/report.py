@@ -281,11 +281,14 @@ def render() -> str:
     if prof:
         L += ["### Hot spots", ""]
         for d in prof:
-            L.append(f"`{d['command']}` (top functions by own time):")
+            L.append(f"`{d['command']}`, {d['stage']} ({d['wall_s']:.1f} s on the synchronous scheduler "
+                     "under cProfile; top functions by own time, import machinery left out):")
             L.append("")
             L.append("| stage | function | own s | cumulative s |")
             L.append("|---|---|---|---|")
-            for r in d.get("top", [])[:12]:
+            noise = ("marshal.loads", "builtins.compile", "_docscrape", "yaml/", "startswith",
+                     "builtins.exec", "_io.BufferedReader")
+            for r in [r for r in d.get("top", []) if not any(n in r["func"] for n in noise)][:8]:
                 L.append(f"| {d.get('stage', '')} | `{r['func']}` | {r['tottime']:.2f} | {r['cumtime']:.2f} |")
             L.append("")
     L += [
