@@ -63,3 +63,24 @@ def test_libm_distinct_value_path_gives_the_element_by_element_bits():
         np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
     got = libm.power(base, np.array([[3.0]]))
     assert np.signbit(got[-1, 0]) and not np.signbit(got[-3, 0])  # pow(-0.0, 3) = -0.0, pow(0.0, 3) = 0.0
+
+
+def test_frame_index_counts_are_the_blocks_ball_counts():
+    """compat reassignment reuses the frame index's per-voxel counts: they equal a fresh ball query."""
+    from dask_tracking.interpolate.kernel import frame_anchors
+    from dask_tracking.reassign.candidates import frame_index
+
+    rng = np.random.default_rng(0)
+    shape = (10, 40, 40)
+    vox = np.argwhere(rng.random(shape) > 0.7)
+    rows = np.column_stack([np.zeros(80), rng.random((80, 3)) * shape, rng.normal(size=(80, 3)), -rng.random(80)])
+    sp, r = (0.5, 0.2, 0.2), 1.5
+    fw, bw = frame_anchors(rows, 3, True), frame_anchors(rows, 3, False)
+    idx = frame_index([vox[1000:], vox[:1000]], shape, sp, r, fw, bw)  # pieces in any order
+    block = vox[(vox[:, 1] >= 10) & (vox[:, 1] < 27)]
+    for anchors, forward in ((fw, True), (bw, False)):
+        got = idx.counts_of(block, forward)
+        np.testing.assert_array_equal(got, neighbour_counts(anchors, block.astype(float), sp, r))
+        assert got.max() > 1
+    assert idx.counts_of(np.array([[0, 0, 0]]) if not (vox == 0).all(axis=1).any() else np.array([[99, 0, 0]]),
+                         True) is None  # a voxel the frame does not have: no reuse

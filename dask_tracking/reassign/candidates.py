@@ -66,12 +66,37 @@ class FrameIndex:
         Largest number of forward anchors (rows of pair t) within the radius of a voxel.
     k_backward : int
         Same for the backward anchors (end points of the rows of pair t-1).
+    keys : (N,) int64, optional
+        Raster index of each voxel in the frame (ascending), for :meth:`counts_of`.
+    counts_forward, counts_backward : (N,) int64, optional
+        Per voxel, the neighbour counts behind ``k_forward`` / ``k_backward`` (reused by
+        the blocks instead of a second ball query).
+    shape : tuple of int, optional
+        The frame's spatial shape (of ``keys``).
     """
 
     coords: np.ndarray
     tree: Any
     k_forward: int
     k_backward: int
+    keys: np.ndarray | None = None
+    counts_forward: np.ndarray | None = None
+    counts_backward: np.ndarray | None = None
+    shape: tuple | None = None
+
+    def counts_of(self, coords: np.ndarray, forward: bool) -> np.ndarray | None:
+        """The stored neighbour counts of these voxels of the frame (None if not all are known)."""
+        counts = self.counts_forward if forward else self.counts_backward
+        if counts is None or self.keys is None or len(coords) == 0 or len(self.keys) == 0:
+            return None
+        c = np.asarray(coords, dtype=np.int64).reshape(-1, len(self.shape))
+        if np.any(c < 0) or np.any(c >= np.asarray(self.shape)):
+            return None
+        r = np.ravel_multi_index(tuple(c.T), self.shape)
+        pos = np.minimum(np.searchsorted(self.keys, r), len(self.keys) - 1)
+        if not np.array_equal(self.keys[pos], r):
+            return None
+        return counts[pos]
 
 
 def voxels_of(mask: np.ndarray, offset: Sequence[int]) -> np.ndarray:
@@ -87,13 +112,13 @@ def scaled(coords: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     return np.asarray(coords, dtype=np.float32) * np.asarray(spacing, dtype=np.float64)
 
 
-def _counts(anchors: Any, coords: np.ndarray, spacing, radius_um: float) -> int:
+def _counts(anchors: Any, coords: np.ndarray, spacing, radius_um: float) -> tuple[int, np.ndarray | None]:
     if anchors is None or len(coords) == 0:
-        return 0
+        return 0, None
     from ..interpolate.kernel import neighbour_counts
 
     c = neighbour_counts(anchors, coords.astype(np.float64), spacing, radius_um)
-    return int(np.max(c)) if len(c) else 0
+    return (int(np.max(c)) if len(c) else 0), c
 
 
 def frame_index(pieces: Sequence[np.ndarray], spatial_shape: Sequence[int], spacing: Sequence[float],
@@ -102,12 +127,15 @@ def frame_index(pieces: Sequence[np.ndarray], spatial_shape: Sequence[int], spac
     nd = len(spatial_shape)
     coords = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1, nd) for p in pieces]) \
         if len(pieces) else np.zeros((0, nd), dtype=np.int64)
+    keys = np.zeros(0, dtype=np.int64)
     if len(coords):
-        order = np.argsort(np.ravel_multi_index(tuple(coords.T), tuple(spatial_shape)), kind="stable")
-        coords = coords[order]
+        keys = np.ravel_multi_index(tuple(coords.T), tuple(spatial_shape))
+        order = np.argsort(keys, kind="stable")
+        coords, keys = coords[order], keys[order]
     tree = cKDTree(scaled(coords, spacing)) if len(coords) else None
-    return FrameIndex(coords, tree, _counts(anchors_forward, coords, spacing, radius_um),
-                      _counts(anchors_backward, coords, spacing, radius_um))
+    k_fw, c_fw = _counts(anchors_forward, coords, spacing, radius_um)
+    k_bw, c_bw = _counts(anchors_backward, coords, spacing, radius_um)
+    return FrameIndex(coords, tree, k_fw, k_bw, keys, c_fw, c_bw, tuple(int(n) for n in spatial_shape))
 
 
 def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[float],
@@ -144,7 +172,7 @@ def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[flo
 
 
 def _interpolate(anchors: Any, coords: np.ndarray, spacing, radius_um: float, compat: str | None,
-                 k_global: int | None, first: np.ndarray | None) -> np.ndarray:
+                 k_global: int | None, first: np.ndarray | None, counts: np.ndarray | None = None) -> np.ndarray:
     """Interpolated displacement (n, d) at ``coords``, NaN where none (the kernel's rules).
 
     In ``compat="nellie"`` the quirk Q-A of the whole-frame batch is applied: with a
@@ -171,7 +199,8 @@ def _interpolate(anchors: Any, coords: np.ndarray, spacing, radius_um: float, co
             if len(v):
                 out[hit[0]] = v[0]
         return out
-    v = interpolate_points(anchors, q, spacing, radius_um, compat="nellie", n_good=n, k_max=k_global)
+    v = interpolate_points(anchors, q, spacing, radius_um, compat="nellie", n_good=n, k_max=k_global,
+                           counts=counts)
     v = np.asarray(v, dtype=np.float64)
     return v.reshape(n, d) if v.size == n * d else out
 
@@ -214,7 +243,8 @@ def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequ
         return sources, np.zeros((0, nd))
     first = index_prev.coords[0] if nellie and len(index_prev.coords) else None
     v = _interpolate(anchors_forward, sources, spacing, radius_um, compat,
-                     index_prev.k_forward if nellie else None, first)
+                     index_prev.k_forward if nellie else None, first,
+                     index_prev.counts_of(sources, True) if nellie else None)
     ok = ~np.isnan(v).any(axis=1)
     return sources[ok], sources[ok] + v[ok]
 
@@ -297,7 +327,8 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
     if len(core_targets) and len(pool):
         first = index_next.coords[0] if nellie and len(index_next.coords) else None
         v = _interpolate(anchors_backward, core_targets, spacing, radius_um, compat,
-                         index_next.k_backward if nellie else None, first)
+                         index_next.k_backward if nellie else None, first,
+                         index_next.counts_of(core_targets, False) if nellie else None)
         ok = ~np.isnan(v).any(axis=1)
         if ok.any():
             tgt = core_targets[ok]
