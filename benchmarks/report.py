@@ -201,7 +201,7 @@ def scaling_table(rows: list[dict]) -> list[str]:
 
 def ltm_table(rows: list[dict]) -> list[str]:
     out = ["| movie | input size (uncompressed) | workers x memory limit | completed | time s "
-           "| throughput MB/s | voxels/s | peak RSS MB (tree) | peak worker MB | spilled | command |",
+           "| throughput MB/s | voxels/s | peak RSS MB (tree) | largest process MB | spilled | command |",
            "|" + "---|" * 11]
     for d in rows:
         out.append(
@@ -210,7 +210,8 @@ def ltm_table(rows: list[dict]) -> list[str]:
             f"| {_num(d.get('run_s'))} | {_num(d.get('mb_per_s'), '{:.1f}')} "
             f"| {_num(d.get('voxels_per_s'), '{:.3g}')} | {_num(d.get('peak_rss_mb'), '{:.0f}')} "
             f"| {_num(d.get('peak_worker_mb'), '{:.0f}')} | {d.get('spilled', '–')} | `{d['command']}` |")
-    return out
+    notes = [f"- `{d['command']}`: {d['note']}." for d in rows if d.get("note")]
+    return out + ([""] + notes if notes else [])
 
 
 def machine_line(rows: list[dict]) -> str:
@@ -276,6 +277,18 @@ def render() -> str:
     L += ["### Larger than memory", ""]
     if ltm:
         L += ltm_table(ltm) + [""]
+    rm = RESULTS / "reassign_memory.json"
+    if rm.exists():
+        try:
+            r = json.loads(rm.read_text())
+            L += [f"The reassignment stage alone was run larger than memory by `bench_reassign_memory.py` "
+                  f"(another part of this README): a {r['movie_uncompressed_gb']:.1f} GB movie on "
+                  f"{r['workers']} x {r['memory_limit_per_worker_bytes'] / 1e9:.0f} GB workers "
+                  f"({r['movie_over_workers_memory']:.1f}x their memory) in {r['reassign_constrained_s']:.0f} s, "
+                  f"peak worker RSS {r['peak_worker_rss_gb']:.2f} GB, output identical to an unconstrained run "
+                  f"(`{r['command']}`).", ""]
+        except (ValueError, KeyError):
+            pass
     else:
         L += ["(no results yet: run `python benchmarks/bench_larger_than_memory.py`)", ""]
     if prof:
