@@ -51,6 +51,11 @@ def worker_environ() -> dict:
         # distributed's own default trim threshold is replaced; a value the user set is kept
         if current is None or (name == "MALLOC_TRIM_THRESHOLD_" and str(current) == "65536"):
             env[name] = value
+            # A Nanny copies its pre-spawn variables into this process's os.environ and the
+            # next Nanny prefers os.environ over the config: drop distributed's default left
+            # there by an earlier cluster of this process, so the value above applies.
+            if name == "MALLOC_TRIM_THRESHOLD_" and os.environ.get(name) == "65536":
+                del os.environ[name]
     return {"distributed.nanny.pre-spawn-environ": env}
 
 

@@ -48,3 +48,14 @@ def test_local_cluster_workers_preload_the_kernels(tmp_path):
                  dashboard_address=None) as session:
         assert list(session.client.run(_loaded).values()) == [True]
     assert WORKER_PRELOAD not in (dask.config.get(key, []) or [])
+
+
+def test_settings_apply_after_a_cluster_with_distributed_defaults(tmp_path, monkeypatch):
+    """A plain LocalCluster's Nanny leaves MALLOC_TRIM_THRESHOLD_=65536 in this process's
+    os.environ, which the next Nanny prefers over the config."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what that earlier cluster leaves
+    with cluster(n_workers=1, memory_limit="1GB", local_directory=str(tmp_path),
+                 dashboard_address=None) as session:
+        seen = list(session.client.run(_env).values())
+    assert seen == [(str(WORKER_MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]),
+                     str(WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))]
