@@ -265,7 +265,7 @@ def render() -> str:
         L += side_by_side_table(sbs)
         L += ["", "*compat*: `compat=\"nellie\"` (bit for bit Nellie); *default*: the fixed method. "
               "*read floor*: reading and decompressing every input chunk of the stage once on the same "
-              "cluster. Parity is checked in the same run, on every size: flow rows in order, reassigned "
+              "scheduler. Parity is checked in the same run, on every size: flow rows in order, reassigned "
               "object and branch labels voxel for voxel, tracks as row sets.", ""]
     else:
         L += ["(no results yet: run `python benchmarks/bench_side_by_side.py`)", ""]
