@@ -598,9 +598,9 @@ SCALING = [
 # 3. Scaling: bigger than memory, performance reports, clusters and GPUs
 
 The tracking graph holds at most one frame block (plus its halo) per task and writes every frame
-to zarr as soon as it is done, so a movie does not have to fit in memory: here the whole movie is
-larger than the memory of all workers together (in the full-size version; the small test version
-only uses the same code). This notebook also
+to zarr as soon as it is done, so a movie does not have to fit in memory: here the movie is larger
+than the memory limit of each worker (in the full-size version; the small test version only uses
+the same code). This notebook also
 
 * records a Dask performance report (an HTML file) and the memory and task stream of the run,
 * shows how the same code runs on an existing cluster (a scheduler address, dask-jobqueue),
@@ -616,9 +616,10 @@ N_WORKERS = 2
 if SMALL:
     N_FRAMES, SHAPE, N_OBJECTS, WORKER_MEMORY = 5, (8, 64, 96), 4, "700MiB"
 else:
-    # 40 frames of 16 x 256 x 384 voxels: 1.2 GB of inputs, two workers of 512 MiB each.
-    # Minutes on a few free cores; on 2 cores shared with heavy other work it took over 30.
-    N_FRAMES, SHAPE, N_OBJECTS, WORKER_MEMORY = 40, (16, 256, 384), 12, "512MiB"
+    # 40 frames of 16 x 256 x 384 voxels: 1.2 GB of inputs, more than each worker's 1 GiB.
+    # (Workers of 512 MiB are too small: a worker process of this job reaches about 420 MB,
+    # past the 80% of its limit where Dask pauses it.)
+    N_FRAMES, SHAPE, N_OBJECTS, WORKER_MEMORY = 40, (16, 256, 384), 12, "1GiB"
 OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
 '''),
     md('''
@@ -649,7 +650,8 @@ print(ds.summary())
 movie_bytes = sum(a.nbytes for a in ds.arrays().values())
 cluster_memory = N_WORKERS * parse_bytes(WORKER_MEMORY)
 print(f"movie: {format_bytes(movie_bytes)} uncompressed; workers: {N_WORKERS} x {WORKER_MEMORY} = "
-      f"{format_bytes(cluster_memory)} -> the movie is {movie_bytes / cluster_memory:.2f} x the cluster's memory")
+      f"{format_bytes(cluster_memory)} -> the movie is {movie_bytes / parse_bytes(WORKER_MEMORY):.2f} x "
+      f"one worker's memory, {movie_bytes / cluster_memory:.2f} x all of them together")
 '''),
     md('''
 ## The run, with a performance report
