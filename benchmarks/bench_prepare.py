@@ -147,7 +147,8 @@ def _synthetic_frame(block_id=None, shape=(8, 128, 128)):
     return np.clip(img, 0, 65535).astype(np.uint16)[None]
 
 
-def larger_than_memory(n_frames: int, workers: int, memory_limit: str, store: Path) -> dict:
+def larger_than_memory(n_frames: int, workers: int, memory_limit: str, store: Path,
+                       shape: tuple[int, int, int] = (8, 128, 128)) -> dict:
     """Prepare a lazily generated synthetic movie larger than all workers' memory together."""
     import threading
 
@@ -159,8 +160,8 @@ def larger_than_memory(n_frames: int, workers: int, memory_limit: str, store: Pa
     import dask_tracking as dt
     from dask_tracking.io.zarr_layout import write_tracking_zarr
 
-    shape = (8, 128, 128)
-    raw = da.map_blocks(_synthetic_frame, dtype=np.uint16,
+    shape = tuple(int(v) for v in shape)
+    raw = da.map_blocks(_synthetic_frame, shape=shape, dtype=np.uint16,
                         chunks=((1,) * n_frames,) + tuple((s,) for s in shape), meta=np.empty((0, 0, 0, 0), np.uint16))
     if store.exists():
         shutil.rmtree(store)
@@ -234,7 +235,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-nellie", action="store_true", help="skip Nellie's side")
     p.add_argument("--no-yeast", action="store_true", help="skip the yeast runs")
     p.add_argument("--larger-than-memory", type=int, default=0, metavar="FRAMES",
-                   help="prepare a synthetic movie of FRAMES x 8 x 128 x 128 under --ltm-memory-limit workers")
+                   help="prepare a synthetic movie of FRAMES x --ltm-shape under --ltm-memory-limit workers")
+    p.add_argument("--ltm-shape", default="8,128,128", help="Z,Y,X of each frame of that movie")
     p.add_argument("--ltm-memory-limit", default="300MiB")
     a = p.parse_args(argv)
     import numpy as np
@@ -249,7 +251,8 @@ def main(argv=None) -> int:
 
     if a.larger_than_memory:
         report["larger_than_memory"] = larger_than_memory(a.larger_than_memory, a.workers, a.ltm_memory_limit,
-                                                          WORK / "ltm.zarr")
+                                                          WORK / "ltm.zarr",
+                                                          tuple(int(v) for v in a.ltm_shape.split(",")))
         print(json.dumps(report["larger_than_memory"], indent=1))
     if a.no_yeast:
         (WORK / "bench_prepare_ltm.json").write_text(json.dumps(report, indent=1))
