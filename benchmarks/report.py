@@ -2,7 +2,7 @@
 
 One command::
 
-    python benchmarks/report.py            # writes docs/readme-parts/benchmarks.md
+    python benchmarks/report.py            # writes docs/benchmarks.md
 
 Every row names the command that produced it; numbers are copied from the JSON files
 as they are (nothing is re-measured here).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-DOC = HERE.parent / "docs" / "readme-parts" / "benchmarks.md"
+DOC = HERE.parent / "docs" / "benchmarks.md"
 STAGES = ("flow", "reassign", "tracks")
 STAGE_NAMES = {"flow": "flow (HuMomentTracking)", "reassign": "reassignment (VoxelReassigner)",
                "tracks": "tracks, all labels (LabelTracks)", "total": "**whole tracking stage**"}
@@ -230,7 +230,7 @@ def render() -> str:
     ltm = _load("larger_than_memory*.json")
     prof = _load("profile_*.json")
     L = [
-        "## Benchmarks",
+        "# Benchmarks",
         "",
         "Side by side with Nellie 1.0.4 on the same inputs, scaling, a larger-than-memory run and a",
         "read floor. Every figure below was produced by the command in its row and is copied from",
@@ -240,7 +240,7 @@ def render() -> str:
         "whole process tree (dask workers included), sampled every 20 ms; for Nellie it includes the",
         "pages of its TIFF memory maps that it touched.",
         "",
-        "### Setup (once)",
+        "## Setup (once)",
         "",
         "```bash",
         "python benchmarks/nellie_env.py          # benchmarks/work/nellie-venv: nellie==1.0.4 --no-deps + core deps",
@@ -255,7 +255,7 @@ def render() -> str:
         "scheduler named in the row (`--workers 0`: dask's threaded scheduler with 2 threads;",
         "`--workers N`: a `LocalCluster` of N worker processes x 1 thread).",
         "",
-        "### Side by side with Nellie 1.0.4",
+        "## Side by side with Nellie 1.0.4",
         "",
     ]
     if sbs:
@@ -269,12 +269,12 @@ def render() -> str:
               "object and branch labels voxel for voxel, tracks as row sets.", ""]
     else:
         L += ["(no results yet: run `python benchmarks/bench_side_by_side.py`)", ""]
-    L += ["### Scaling", ""]
+    L += ["## Scaling", ""]
     if sc:
         L += scaling_table(sc) + [""]
     else:
         L += ["(no results yet: run `python benchmarks/bench_scaling.py`)", ""]
-    L += ["### Larger than memory", ""]
+    L += ["## Larger than memory", ""]
     if ltm:
         L += ltm_table(ltm) + [""]
     rm = RESULTS / "reassign_memory.json"
@@ -292,7 +292,7 @@ def render() -> str:
     else:
         L += ["(no results yet: run `python benchmarks/bench_larger_than_memory.py`)", ""]
     if prof:
-        L += ["### Hot spots", ""]
+        L += ["## Hot spots", ""]
         for d in prof:
             L.append(f"`{d['command']}`, {d['stage']} ({d['wall_s']:.1f} s on the synchronous scheduler "
                      "under cProfile; top functions by own time, import machinery left out):")
@@ -305,7 +305,7 @@ def render() -> str:
                 L.append(f"| {d.get('stage', '')} | `{r['func']}` | {r['tottime']:.2f} | {r['cumtime']:.2f} |")
             L.append("")
     L += [
-        "### Notes on the method",
+        "## Notes on the method",
         "",
         "- **Parity and the CPU.** NumPy's AVX-512 (SVML) `log10`/`power` differ from the C library in",
         "  the last bit for a few inputs, so Nellie 1.0.4's own flow costs depend on the CPU it runs on:",
@@ -327,7 +327,7 @@ def render() -> str:
         "- **Shared machine.** The 2-core machine was shared with other work while these ran; the load",
         "  average at the start of each size is in the JSON. Re-run on an idle machine for cleaner figures.",
         "",
-        "### Reproduce",
+        "## Reproduce",
         "",
         "```bash",
         "bash benchmarks/run_all.sh     # everything below, in order (about 1.5 h on 2 cores)",

@@ -1,6 +1,6 @@
 """The output store of a run: one zarr v3 group per run, with per-frame done markers.
 
-Layout (see ``docs/readme-parts/pipeline.md``)::
+Layout (see ``docs/pipeline.md``)::
 
     OUT.zarr/
       zarr.json                 group attrs: parameters, compat, version, provenance, status
