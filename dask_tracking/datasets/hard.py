@@ -25,10 +25,10 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..dataset import InputError, Scale, TrackingDataset
+from ..dataset import InputError, TrackingDataset
 from ._geometry import BLOB, TUBE, ObjectSet
 from ._render import FRAME_OUTPUTS, RenderParams, render_frame
-from .synthetic import SyntheticTruth, _check_int, _check_positive_tuple, _check_real
+from .synthetic import _check_int, _check_positive_tuple, _check_real, assemble_dataset
 
 __all__ = ["synthetic_hard", "OffsetObjectSet", "HARD_SHAPE", "HARD_SPACING"]
 
@@ -280,16 +280,6 @@ def synthetic_hard(
         parts = [da.from_delayed(f[name], shape=shape, dtype=dtype,
                                  name=f"synthetic-hard-{name}-{token}-{t}") for t, f in enumerate(frames)]
         arrays[name] = da.stack(parts, axis=0)
-    scale = Scale(t=dt, y=spacing[-2], x=spacing[-1], z=spacing[0] if ndim == 3 else None)
-    truth = SyntheticTruth(objects=arrays.pop("objects"), geometry=geometry, spacing=spacing, dt=dt,
-                           n_frames=n_frames)
     source = (f"synthetic_hard(n_frames={n_frames}, ndim={ndim}, shape={shape}, n_pairs={n_pairs}, "
               f"seed={seed})")
-    ds = TrackingDataset.from_arrays(arrays, scale, axes="TZYX" if ndim == 3 else "TYX",
-                                     source=source, truth=truth)
-    if chunks is not None:
-        ds = ds.rechunk(chunks)
-        ds = ds.replace(truth=SyntheticTruth(
-            objects=truth.objects.rechunk((1,) + tuple(ds.labels.chunks[1:])), geometry=geometry,
-            spacing=spacing, dt=dt, n_frames=n_frames))
-    return ds
+    return assemble_dataset(arrays, geometry, tuple(spacing), dt, n_frames, source, chunks)

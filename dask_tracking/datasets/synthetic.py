@@ -331,11 +331,22 @@ def synthetic(
                                rotation_deg, noise, blur_um, seed, piece_um, marker_spacing_um,
                                z_speed_fraction)
     arrays = _lazy_frames(geometry, params, n_frames, token)
+    source = (f"synthetic(ndim={ndim}, n_frames={n_frames}, shape={shape}, spacing={spacing}, "
+              f"dt={dt:g}, n_objects={n_objects}, seed={seed})")
+    return assemble_dataset(arrays, geometry, spacing, dt, n_frames, source, chunks)
+
+
+def assemble_dataset(arrays: dict[str, da.Array], geometry: ObjectSet, spacing: tuple[float, ...],
+                     dt: float, n_frames: int, source: str, chunks: Any = None) -> TrackingDataset:
+    """The TrackingDataset of rendered lazy volumes, with its truth (``arrays["objects"]``).
+
+    ``arrays`` holds the six inputs and ``objects`` (ids consistent through time); ``chunks``
+    rechunks the spatial axes of the inputs and of the truth alike.
+    """
+    ndim = len(spacing)
     scale = Scale(t=dt, y=spacing[-2], x=spacing[-1], z=spacing[0] if ndim == 3 else None)
     truth = SyntheticTruth(objects=arrays.pop("objects"), geometry=geometry, spacing=spacing,
                            dt=dt, n_frames=n_frames)
-    source = (f"synthetic(ndim={ndim}, n_frames={n_frames}, shape={shape}, spacing={spacing}, "
-              f"dt={dt:g}, n_objects={n_objects}, seed={seed})")
     ds = TrackingDataset.from_arrays(arrays, scale, axes="TZYX" if ndim == 3 else "TYX",
                                      source=source, truth=truth)
     if chunks is not None:

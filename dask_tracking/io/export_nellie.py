@@ -18,13 +18,14 @@ are written one frame at a time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..dataset import InputError
+from .ome_tiff import write_ome_tiff
 
-__all__ = ["export_nellie", "write_ome_tiff", "matches_dtype"]
+__all__ = ["export_nellie", "matches_dtype"]
 
 
 def matches_dtype(spatial_shape: tuple[int, ...]) -> np.dtype:
@@ -35,34 +36,6 @@ def matches_dtype(spatial_shape: tuple[int, ...]) -> np.dtype:
     if m <= 2**32:
         return np.dtype(np.uint32)
     return np.dtype(np.uint64)
-
-
-def write_ome_tiff(path: Path, array: Any, axes: str, scale: dict, dtype: Any = np.int32) -> Path:
-    """Write a (T, ...) array (zarr, dask or numpy) as an OME-TIFF, one 2-D page at a time."""
-    import tifffile
-
-    shape = tuple(int(s) for s in array.shape)
-
-    def pages() -> Iterator[np.ndarray]:
-        for t in range(shape[0]):
-            frame = np.asarray(array[t]).astype(dtype, copy=False)
-            if frame.ndim == 2:
-                yield frame
-            else:
-                yield from frame
-
-    meta: dict[str, Any] = {"axes": axes}
-    if "X" in scale:
-        meta.update(PhysicalSizeX=float(scale["X"]), PhysicalSizeXUnit="µm")
-    if "Y" in scale:
-        meta.update(PhysicalSizeY=float(scale["Y"]), PhysicalSizeYUnit="µm")
-    if "Z" in scale and "Z" in axes:
-        meta.update(PhysicalSizeZ=float(scale["Z"]), PhysicalSizeZUnit="µm")
-    if "T" in scale:
-        meta.update(TimeIncrement=float(scale["T"]), TimeIncrementUnit="s")
-    tifffile.imwrite(path, pages(), shape=shape, dtype=np.dtype(dtype), ome=True, bigtiff=True,
-                     metadata=meta)
-    return path
 
 
 def _stem(group: Any) -> str:
@@ -115,7 +88,7 @@ def export_nellie(group: Any, directory: str | Path, *, stem: str | None = None,
     paths.append(p)
     for key, arr in (("im_obj_label_reassigned", "labels_reassigned"),
                      ("im_branch_label_reassigned", "branches_reassigned")):
-        paths.append(write_ome_tiff(name(key, ".ome.tif"), group[arr], axes, scale, np.int32))
+        paths.append(write_ome_tiff(name(key, ".ome.tif"), group[arr], axes=axes, scale=scale, dtype=np.int32))
 
     T = labels.shape[0]
     dt = matches_dtype(tuple(labels.shape[1:]))
