@@ -9,6 +9,7 @@ import numpy as np
 from ..backend import cupy_available
 from ..dataset import InputError
 from ..flow import MODES, FlowTable, estimate_flow
+from .im_info import show_status
 
 __all__ = ["HuMomentTracking"]
 
@@ -82,11 +83,7 @@ class HuMomentTracking:
         self.flow: FlowTable | None = None
 
     def _status(self, text: str) -> None:
-        if self.viewer is not None:
-            try:
-                self.viewer.status = text
-            except Exception:  # a viewer that refuses status text is not an error
-                pass
+        show_status(self.viewer, text)
 
     def flow_table(self) -> FlowTable:
         """The lazy flow table of this object's parameters (nothing computed)."""

@@ -9,7 +9,17 @@ from ..dataset import InputError, TrackingDataset
 from ..flow.table import FlowTable
 from ..io.open import open_dataset
 
-__all__ = ["ImInfo"]
+__all__ = ["ImInfo", "show_status"]
+
+
+def show_status(viewer: Any, text: str) -> None:
+    """Put ``text`` in a napari-like viewer's status bar (Nellie's ``viewer`` argument); never raises."""
+    if viewer is None:
+        return
+    try:
+        viewer.status = text
+    except Exception:  # a viewer that refuses status text is not an error
+        pass
 
 
 class ImInfo:

@@ -12,6 +12,7 @@ from ..flow.table import FlowTable
 from ..reassign import Reassignment, reassign_labels
 from ..reassign.candidates import FrameIndex, block_candidates, forward_predictions, scaled
 from ..reassign.params import ReassignParams
+from .im_info import show_status
 
 __all__ = ["VoxelReassigner"]
 
@@ -87,11 +88,7 @@ class VoxelReassigner:
 
     # ------------------------------------------------------------------ pieces
     def _status(self, text: str) -> None:
-        if self.viewer is not None:
-            try:
-                self.viewer.status = text
-            except Exception:  # a viewer that refuses status text is not an error
-                pass
+        show_status(self.viewer, text)
 
     def _flow(self) -> FlowTable:
         flow = self.im_info.flow_table()

@@ -312,12 +312,7 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
             shape_hint = np.maximum(src.max(axis=0) + 1, 1)
             order = np.argsort(np.ravel_multi_index(tuple(src.T), tuple(shape_hint)), kind="stable")
             src, pred = src[order], pred[order]
-            if nellie:
-                _, j = index_next.tree.query(scaled(pred, spacing), k=1)
-                match = index_next.coords[np.asarray(j, dtype=np.int64)]
-            else:
-                j, _ = nearest_voxel(targets, pred, spacing)
-                match = targets[j]
+            match = _nearest_match(pred, index_next if nellie else None, targets, spacing)
             err = _error(pred, match, spacing)
             keep = (err < radius_um) & _inside(match, lo, hi)
             parts.append((src[keep], match[keep], err[keep]))
@@ -333,12 +328,7 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
         if ok.any():
             tgt = core_targets[ok]
             pred = tgt - v[ok]
-            if nellie:
-                _, j = index_prev.tree.query(scaled(pred, spacing), k=1)
-                match = index_prev.coords[np.asarray(j, dtype=np.int64)]
-            else:
-                j, _ = nearest_voxel(prev_points, pred, spacing)
-                match = prev_points[j]
+            match = _nearest_match(pred, index_prev if nellie else None, prev_points, spacing)
             err = _error(pred, match, spacing)
             keep = err < radius_um
             parts.append((match[keep], tgt[keep], err[keep]))
@@ -348,3 +338,17 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
     return Candidates(np.concatenate([p[0] for p in parts]).astype(np.int64),
                       np.concatenate([p[1] for p in parts]).astype(np.int64),
                       np.concatenate([p[2] for p in parts]).astype(np.float64))
+
+
+def _nearest_match(pred: np.ndarray, frame_index: Any, points: np.ndarray,
+                   spacing: Sequence[float]) -> np.ndarray:
+    """The labelled voxel nearest to each predicted position, (n, d) int64.
+
+    Compat (``frame_index`` given): cKDTree over the frame's voxels, Nellie's tie rule.
+    Default: ``nearest_voxel`` among ``points`` (lowest raster index on ties).
+    """
+    if frame_index is not None:
+        _, j = frame_index.tree.query(scaled(pred, spacing), k=1)
+        return frame_index.coords[np.asarray(j, dtype=np.int64)]
+    j, _ = nearest_voxel(points, pred, spacing)
+    return points[j]
