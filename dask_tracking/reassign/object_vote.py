@@ -5,22 +5,33 @@ label of the voxels of ``t`` that flow onto it, so where two objects touch or
 come close, one object's identity spreads into the voxels of its neighbour
 (spec section 9). :func:`object_vote` makes the vote per *object* of frame
 ``t + 1`` (its own segmentation, e.g. ``ds.labels[t + 1]``): every object takes
-the identity held by most of its voted voxels, and a second identity keeps its
-voxels only when it holds at least ``split_share`` of the object (a real merge
-of two tracked objects stays visible). Voxels of an object that received no
-vote take the object's identity, so coverage follows the segmentation.
+the identity held by most of its votes, and a second identity keeps its voxels
+only when it holds at least ``split_share`` of the object (a real merge of two
+tracked objects stays visible). Voxels of an object that received no vote take
+the object's identity, so coverage follows the segmentation.
+
+:func:`respect_objects` and :func:`object_vote_chain` are lazy and bounded: one
+task per (frame, spatial block of the labels' chunk grid) reading the block plus a
+halo, one small task per frame for the per-object decision (see
+:mod:`dask_tracking.reassign.object_vote_graph`). Their answer does not depend on
+the chunking.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import dask.array as da
 import numpy as np
-from scipy import ndimage as ndi
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from ..dataset import InputError
 from ..flow.table import FlowTable
+from .object_vote_block import BlockVotes, apply_decision, decide, landed_votes, vote_table, voxel_majority
+from .object_vote_graph import chain_graph, respect_graph
 
 __all__ = ["object_vote", "respect_objects", "propagate_votes", "object_vote_chain"]
 
@@ -32,76 +43,91 @@ def _check_share(split_share: Any) -> float:
     return float(split_share)
 
 
-def object_vote(votes: Any, objects: Any, *, split_share: float = 0.3, landed: Any = None) -> np.ndarray:
-    """Identities of one frame, one per object of its segmentation.
+def _check_radius(near_radius_um: Any, allow_none: bool) -> float | None:
+    if near_radius_um is None and allow_none:
+        return None
+    try:
+        r = float(near_radius_um)
+    except (TypeError, ValueError):
+        r = float("nan")
+    if isinstance(near_radius_um, bool) or not (r > 0 and math.isfinite(r)):
+        allowed = "a finite number > 0 (um)" + (" or None" if allow_none else "")
+        raise InputError(f"near_radius_um must be {allowed}, got {near_radius_um!r}")
+    return r
+
+
+def _check_spacing(spacing: Any, ndim: int, allow_none: bool = False) -> tuple[float, ...]:
+    if spacing is None and allow_none:
+        return (1.0,) * ndim
+    try:
+        s = tuple(float(x) for x in spacing)
+    except (TypeError, ValueError):
+        s = ()
+    if len(s) != ndim or not all(x > 0 and math.isfinite(x) for x in s):
+        raise InputError(f"spacing must be {ndim} finite numbers > 0 (um per voxel), got {spacing!r}")
+    return s
+
+
+def object_vote(votes: Any, objects: Any, *, split_share: float = 0.3, landed: Any = None,
+                spacing: Any = None, near_radius_um: float | None = None) -> np.ndarray:
+    """Identities of one frame, one per object of its segmentation (whole frame, NumPy).
 
     Parameters
     ----------
     votes : ndarray, int, shape (Z, Y, X) or (Y, X)
         Per-voxel identities from the voxel vote (e.g. reassigned labels), 0 = none.
     objects : ndarray, int, same shape
-        The frame's own objects (connected components), 0 = background.
+        The frame's own objects, 0 = background.
     split_share : float in (0, 1]
-        Smallest share of an object's voted voxels for which a second identity keeps its voxels.
+        Smallest share of an object's votes for which a second identity keeps its voxels.
     landed : tuple of two (n,) int arrays, optional
         Every single vote (flat voxel index, identity), several per voxel allowed; the
         shares are then counted over these instead of over the per-voxel ``votes``.
+    spacing : sequence of float, optional
+        Voxel size, um (distances of the nearest-voxel rule). Default: 1 per axis.
+    near_radius_um : float, optional
+        Search radius of the nearest-voxel rule, in the units of ``spacing``.
+        Default None: no limit.
 
     Returns
     -------
     ndarray, int32, same shape
-        0 outside ``objects``; inside, the object's majority identity; in an object where
-        a second identity holds >= ``split_share`` of the votes, each voxel takes the
-        identity of the nearest voted voxel among the identities kept.
-        Objects with no vote keep 0.
+        0 outside ``objects``; inside, the object's majority identity (ties: the smaller);
+        in an object where a second identity holds >= ``split_share`` of the votes,
+        each voxel takes the identity of the nearest voxel *of the same object* whose
+        vote is one of the kept identities (ties: the smaller identity; none within
+        ``near_radius_um``: the majority). Objects with no vote keep 0.
     """
     split_share = _check_share(split_share)
     v = np.asarray(votes)
     o = np.asarray(objects)
     if v.shape != o.shape:
         raise InputError(f"votes and objects must have one shape, got {v.shape} and {o.shape}")
-    out = np.zeros(v.shape, np.int32)
-    inside = o > 0
-    if not inside.any():
-        return out
-    ov, vv = o[inside].astype(np.int64), v[inside].astype(np.int64)
-    voted = vv > 0
+    s = _check_spacing(spacing, v.ndim, allow_none=True)
+    radius = _check_radius(near_radius_um, allow_none=True)
     if landed is None:
-        pairs, counts = np.unique(np.stack([ov[voted], vv[voted]], axis=1), axis=0, return_counts=True)
+        flat = np.flatnonzero((o > 0) & (v > 0))
+        ids = v.ravel()[flat].astype(np.int64)
     else:
         flat, ids = (np.asarray(x, dtype=np.int64) for x in landed)
-        lo = o.ravel()[flat].astype(np.int64)
-        ok = (lo > 0) & (ids > 0)
-        pairs, counts = np.unique(np.stack([lo[ok], ids[ok]], axis=1), axis=0, return_counts=True)
-    res = np.zeros(ov.shape, np.int64)
-    if len(pairs):
-        total = np.zeros(int(ov.max()) + 1, np.int64)
-        np.add.at(total, pairs[:, 0], counts)
-        order = np.lexsort((-counts, pairs[:, 0]))          # per object, most voxels first
-        pairs, counts = pairs[order], counts[order]
-        first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
-        major = np.zeros(int(ov.max()) + 1, np.int64)
-        major[pairs[first, 0]] = pairs[first, 1]
-        res = major[ov]
-        keep = (~first) & (counts >= split_share * total[pairs[:, 0]])
-        out[inside] = res.astype(np.int32)
-        if keep.any():
-            # objects holding several identities: each voxel takes the nearest voted
-            # voxel's identity among the identities the object keeps
-            kept = {(int(a), int(b)) for a, b in pairs[keep | first]}
-            multi = np.unique(pairs[keep, 0])
-            vote_ok = np.zeros(v.shape, bool)
-            vote_ok[inside] = voted & np.array([(int(a), int(b)) in kept for a, b in zip(ov, vv)])
-            _, idx = ndi.distance_transform_edt(~vote_ok, return_indices=True)
-            near = v[tuple(idx)]
-            sel = np.isin(o, multi)
-            out[sel] = near[sel].astype(np.int32)
-        return out
-    out[inside] = res.astype(np.int32)
-    return out
+    pairs, counts = vote_table(o, flat, ids)
+    present = np.unique(o[o > 0]).astype(np.int64)
+    dec = decide([BlockVotes(v, present, pairs, counts)], split_share, None)
+    whole = tuple(slice(0, n) for n in v.shape)
+    return apply_decision(dec, o, np.where(o > 0, v, 0), (0,) * v.ndim, whole, s, radius)
 
 
-def respect_objects(reassigned: Any, labels: Any, *, split_share: float = 0.3) -> da.Array:
+def _frames_chunked(a: da.Array) -> da.Array:
+    return a if all(c == 1 for c in a.chunks[0]) else a.rechunk({0: 1})
+
+
+def _as_array(hlg: HighLevelGraph, name: str, like: da.Array, chunks: tuple) -> da.Array:
+    out = da.Array(hlg, name, chunks, dtype=np.int32, meta=np.empty((0,) * like.ndim, np.int32))
+    return out if out.chunks == like.chunks else out.rechunk(like.chunks)
+
+
+def respect_objects(reassigned: Any, labels: Any, *, split_share: float = 0.3, spacing: Any = None,
+                    near_radius_um: float = 2.0) -> da.Array:
     """:func:`object_vote` on every frame: reassigned labels made consistent with the segmentation.
 
     Parameters
@@ -110,21 +136,34 @@ def respect_objects(reassigned: Any, labels: Any, *, split_share: float = 0.3) -
         Voxel-vote identities (``reassign_labels(...).labels``).
     labels : dask array, int, same shape
         The movie's segmentation (``ds.labels``).
+    split_share : float in (0, 1]
+        See :func:`object_vote`.
+    spacing : sequence of float, optional
+        Voxel size, um. Default: 1 per axis (then ``near_radius_um`` is in voxels).
+    near_radius_um : float
+        Search radius of the nearest-voxel rule, um (a halo of
+        ``ceil(near_radius_um / spacing)`` voxels per axis).
 
     Returns
     -------
-    dask array, int32, shape (T, ...)
-        Lazy, one task per frame (whole frames).
+    dask array, int32, shape (T, ...), chunks of ``labels``
+        Lazy: one task per (frame, block) reading the block plus the halo, one
+        small task per frame. The same for every chunking.
     """
     split_share = _check_share(split_share)
-    if tuple(reassigned.shape) != tuple(labels.shape):
-        raise InputError(f"reassigned and labels must have one shape, got {tuple(reassigned.shape)} "
-                         f"and {tuple(labels.shape)}")
-    frame = (1,) + tuple(reassigned.shape[1:])
-    a = da.asarray(reassigned).rechunk(frame)
-    b = da.asarray(labels).rechunk(frame)
-    return da.map_blocks(lambda x, y: object_vote(x[0], y[0], split_share=split_share)[None],
-                         a, b, dtype=np.int32)
+    lab = da.asarray(labels)
+    if tuple(da.asarray(reassigned).shape) != tuple(lab.shape):
+        raise InputError(f"reassigned and labels must have one shape, got {tuple(da.asarray(reassigned).shape)} "
+                         f"and {tuple(lab.shape)}")
+    s = _check_spacing(spacing, lab.ndim - 1, allow_none=True)
+    radius = _check_radius(near_radius_um, allow_none=False)
+    lab1 = _frames_chunked(lab)
+    votes = da.asarray(reassigned).rechunk(lab1.chunks)
+    token = tokenize(votes.name, lab1.name, split_share, s, radius)
+    name = f"respect-objects-{token}"
+    dsk = respect_graph(token, votes, lab1, s, split_share=split_share, near_radius_um=radius, out_name=name)
+    hlg = HighLevelGraph.from_collections(name, dsk, dependencies=[votes, lab1])
+    return _as_array(hlg, name, lab, lab1.chunks)
 
 
 def propagate_votes(identities: Any, rows: Any, shape_next: tuple[int, ...],
@@ -132,9 +171,10 @@ def propagate_votes(identities: Any, rows: Any, shape_next: tuple[int, ...],
     """Carry one frame's identities to the next frame along the flow (per-voxel votes).
 
     Every labelled voxel of ``identities`` (frame ``t``) moves by the per-axis median
-    vector of the ``neighbours`` nearest flow row starts (Euclidean in um) and votes for its identity at its
-    rounded end point in frame ``t + 1``; where several votes land on one voxel the
-    most frequent identity wins (ties: the smaller id).
+    vector of the ``neighbours`` nearest flow row starts (Euclidean in um; with one
+    neighbour, equidistant rows: the row listed first) and votes for its identity at
+    its rounded end point in frame ``t + 1``; where several votes land on one voxel
+    the most frequent identity wins (ties: the smaller id).
 
     Parameters
     ----------
@@ -155,111 +195,106 @@ def propagate_votes(identities: Any, rows: Any, shape_next: tuple[int, ...],
         Votes at ``t + 1`` (0 where none landed).
     """
     flat, ids = _landed(identities, rows, shape_next, spacing, neighbours)
-    out = np.zeros(shape_next, np.int32)
-    if len(flat) == 0:
-        return out
-    key, counts = np.unique(np.stack([flat, ids], axis=1), axis=0, return_counts=True)
-    order = np.lexsort((key[:, 1], -counts, key[:, 0]))
-    key = key[order]
-    first = np.r_[True, key[1:, 0] != key[:-1, 0]]
-    out.ravel()[key[first, 0]] = key[first, 1].astype(np.int32)
-    return out
+    return voxel_majority(flat, ids, tuple(shape_next))
 
 
 def _landed(identities: Any, rows: Any, shape_next: tuple[int, ...], spacing: Any,
             neighbours: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Every vote: (flat index at ``t + 1``, identity), one per labelled voxel of ``t`` that lands."""
-    from scipy.spatial import cKDTree
-
     ident = np.asarray(identities)
     d = ident.ndim
-    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, 2 * d + 2)
+    whole = tuple(slice(0, int(n)) for n in shape_next)
+    if neighbours == 1:
+        return landed_votes(ident, (0,) * d, rows, np.arange(len(rows)), whole, spacing)
+    from scipy.spatial import cKDTree
+
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     pts = np.argwhere(ident > 0)
     if len(pts) == 0 or len(rows) == 0:
         return none
     s = np.asarray(spacing, dtype=np.float64)
-    tree = cKDTree(rows[:, 1:1 + d] * s)
     k = int(min(neighbours, len(rows)))
-    _, nn = tree.query(pts * s, k=k)
-    nn = np.asarray(nn).reshape(len(pts), k)
-    vec = np.median(rows[:, 1 + d:1 + 2 * d][nn], axis=1)
+    _, nn = cKDTree(rows[:, 1:1 + d] * s).query(pts * s, k=k)
+    vec = np.median(rows[:, 1 + d:1 + 2 * d][np.asarray(nn).reshape(len(pts), k)], axis=1)
     end = np.rint(pts + vec).astype(np.int64)
     ok = np.all((end >= 0) & (end < np.asarray(shape_next)), axis=1)
     ids = ident[tuple(pts[ok].T)].astype(np.int64)
-    flat = np.ravel_multi_index(tuple(end[ok].T), shape_next).astype(np.int64)
-    return flat, ids
+    return np.ravel_multi_index(tuple(end[ok].T), tuple(shape_next)).astype(np.int64), ids
 
 
-def _chain_step(state: tuple, rows: Any, objects_next: Any, spacing: Any, split_share: float,
-                memory: bool) -> tuple:
-    """One link: (identities at t, ghost identities at t, next free id) -> the same at t + 1."""
-    prev, ghost, next_id = state
-    src = np.array(prev, dtype=np.int32, copy=True)
-    if memory and ghost is not None:
-        fill = (src == 0) & (ghost > 0)
-        src[fill] = ghost[fill]
-    objects_next = np.asarray(objects_next)
-    shape = objects_next.shape
-    votes = propagate_votes(src, rows, shape, spacing)
-    landed = _landed(src, rows, shape, spacing)
-    out = object_vote(votes, objects_next, split_share=split_share, landed=landed)
-    # objects that received no vote at all: a new identity each (coverage follows the segmentation)
-    orphan = (objects_next > 0) & (out == 0)
-    if orphan.any():
-        ids = np.unique(objects_next[orphan])
-        fresh = np.zeros(int(objects_next.max()) + 1, np.int64)
-        fresh[ids] = np.arange(next_id, next_id + len(ids))
-        out[orphan] = fresh[objects_next[orphan]].astype(np.int32)
-        next_id += len(ids)
-    new_ghost = None
-    if memory:
-        # identities of frame t (not ghosts themselves) that no object of t + 1 took:
-        # their landed votes wait one frame for a segmentation that finds them again
-        lost = np.setdiff1d(np.unique(prev[prev > 0]), np.unique(out))
-        if len(lost):
-            new_ghost = np.where(np.isin(votes, lost), votes, 0).astype(np.int32)
-    return out, new_ghost, next_id
+def _bound_voxels(flow: FlowTable, spacing: tuple[float, ...], max_displacement_um: Any) -> tuple:
+    """Bound on the flow vectors per axis, voxels, and the rows to use (computed when needed)."""
+    from .halo import max_displacement
 
-
-def _first_state(labels0: Any) -> tuple:
-    a = np.asarray(labels0).astype(np.int32)
-    return a, None, int(a.max(initial=0)) + 1
-
-
-def _result(state: tuple) -> np.ndarray:
-    return state[0]
+    if max_displacement_um is not None:
+        try:
+            b = float(max_displacement_um)
+        except (TypeError, ValueError):
+            b = -1.0
+        if isinstance(max_displacement_um, bool) or not (b >= 0 and math.isfinite(b)):
+            raise InputError(f"max_displacement_um must be a finite number >= 0 (um), got {max_displacement_um!r}")
+        return tuple(b / x for x in spacing), list(flow.pairs)
+    gate = flow.attrs.get("gate_radius_um")
+    if gate is not None:
+        return tuple(float(gate) / x for x in spacing), list(flow.pairs)
+    pairs = flow.compute_pairs() if flow.is_lazy else [np.asarray(p, dtype=np.float64).reshape(-1, flow.ncols)
+                                                        for p in flow.pairs]
+    per_pair = [max_displacement(p, flow.ndim) for p in pairs] or [(0.0,) * flow.ndim]
+    return tuple(float(v) for v in np.max(np.array(per_pair), axis=0)), pairs
 
 
 def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share: float = 0.3,
-                      start_frame: int = 0, memory: bool = True) -> da.Array:
+                      start_frame: int = 0, memory: bool = True, near_radius_um: float = 2.0,
+                      max_displacement_um: float | None = None) -> da.Array:
     """Identities through time by an object vote chained along the flow.
 
     Frame ``start_frame`` keeps its own label ids. Each later frame's objects
-    (``labels[t + 1] > 0`` connected as given) take their identities from the
-    previous frame's *result*, carried along the flow (:func:`propagate_votes`) and
-    decided per object (:func:`object_vote`): an identity cannot leak into a
-    neighbouring object unless it holds ``split_share`` of it. An object that gets
-    no vote at all takes a new identity (never used before). With ``memory`` an
+    (``labels[t + 1] > 0``, one object per id) take their identities from the
+    previous frame's *result*, carried along the flow (every labelled voxel moves by
+    its nearest flow row, :func:`propagate_votes`) and decided per object
+    (:func:`object_vote`): an identity cannot leak into a neighbouring object unless
+    it holds ``split_share`` of it. Objects that get no vote at all take new
+    identities (never used before, in ascending object id). With ``memory`` an
     identity that no object of frame ``t + 1`` takes (a frame of poor segmentation)
     keeps its carried votes one more frame and can be taken again at ``t + 2``.
 
     Parameters
     ----------
     labels : dask array, int, shape (T, ...)
-        The movie's segmentation (``ds.labels``).
+        The movie's segmentation (``ds.labels``), any spatial chunks.
     flow : FlowTable
         Flow of the movie (voxel rows).
     spacing : sequence of float
         Voxel size, um.
+    split_share : float in (0, 1]
+        Smallest share of an object's votes for which a second identity is kept.
+    start_frame : int
+        First frame (its own ids); earlier frames are 0.
+    memory : bool
+        Carry the votes of an identity that no object took one more frame.
+    near_radius_um : float
+        Search radius of the nearest-voxel rule in objects that keep two identities, um
+        (a halo of ``ceil(near_radius_um / spacing)`` voxels per axis).
+    max_displacement_um : float, optional
+        Bound on every flow vector's length, um (sets the vote halo). Default: the
+        flow's ``attrs["gate_radius_um"]`` (``estimate_flow`` records it; no vector is
+        longer), else the largest vector of the rows (computed if lazy: a few rows
+        per marker). A row beyond the bound raises InputError when computed.
 
     Returns
     -------
-    dask array, int32, shape (T, ...)
-        Lazy, one task per frame, frame ``t + 1``'s task depending on frame ``t``'s.
-    """
-    import dask
+    dask array, int32, shape (T, ...), chunks of ``labels``
+        Lazy: per step, one task per (frame, block) reading the blocks of the
+        previous frame within the vote halo, one small task per frame deciding the
+        objects, one per (frame, block) applying it. The same for every chunking.
 
+    Raises
+    ------
+    InputError
+        On a bad argument, before any work; at compute time when a flow row exceeds
+        the bound.
+    """
     split_share = _check_share(split_share)
     if not isinstance(flow, FlowTable):
         raise InputError(f"flow must be a FlowTable, got {type(flow).__name__}")
@@ -268,20 +303,27 @@ def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share
     if flow.n_frames != T or flow.ndim != lab.ndim - 1:
         raise InputError(f"flow covers {flow.n_frames} frames in {flow.ndim}D but labels have shape "
                          f"{tuple(lab.shape)}")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise InputError(f"labels must have an integer dtype, got {lab.dtype}")
     if isinstance(start_frame, bool) or not isinstance(start_frame, (int, np.integer)) or \
             not 0 <= start_frame < T:
         raise InputError(f"start_frame must be an integer in [0, {T - 1}], got {start_frame!r}")
-    spatial = tuple(lab.shape[1:])
-    frames: list[Any] = [None] * T
-    states: list[Any] = [None] * T
-    states[start_frame] = dask.delayed(_first_state, pure=True)(lab[start_frame])
-    step = dask.delayed(_chain_step, pure=True)
-    for t in range(start_frame, T - 1):
-        states[t + 1] = step(states[t], flow.frame(t), lab[t + 1], tuple(float(x) for x in spacing),
-                             split_share, bool(memory))
-    for t in range(start_frame, T):
-        frames[t] = dask.delayed(_result, pure=True)(states[t])
-    blank = da.zeros((1,) + spatial, dtype=np.int32)
-    parts = [blank if f is None else da.from_delayed(f, shape=spatial, dtype=np.int32)[None]
-             for f in frames]
-    return da.concatenate(parts, axis=0)
+    s = _check_spacing(spacing, flow.ndim)
+    radius = _check_radius(near_radius_um, allow_none=False)
+    bound, pairs = _bound_voxels(flow, s, max_displacement_um)
+    lab1 = _frames_chunked(lab)
+    rows: list[Any] = []
+    lazy: list[Delayed] = []
+    for p in pairs:
+        if isinstance(p, Delayed):
+            rows.append(p.key)
+            lazy.append(p)
+        else:
+            rows.append(np.asarray(p, dtype=np.float64).reshape(-1, flow.ncols))
+    token = tokenize(lab1.name, [r if isinstance(r, tuple | str) else tokenize(r) for r in rows], s, bound,
+                     split_share, int(start_frame), bool(memory), radius)
+    name = f"object-vote-chain-{token}"
+    dsk = chain_graph(token, lab1, rows, s, bound, split_share=split_share, start_frame=int(start_frame),
+                      memory=bool(memory), near_radius_um=radius, out_name=name)
+    hlg = HighLevelGraph.from_collections(name, dsk, dependencies=[lab1, *lazy])
+    return _as_array(hlg, name, lab, lab1.chunks)

@@ -1,0 +1,238 @@
+"""Task graphs of the object vote, per (frame, spatial block) of the labels' chunk grid.
+
+Chain (:func:`chain_graph`), for each step ``t -> t + 1`` and block ``b``:
+
+* ``rows``: one task per pair splits the pair's flow rows per block (rows that may be
+  nearest to a voxel of the block's source box; the vector bound is checked here);
+* ``vote(t+1, b)``: identities (and carried votes, ``memory``) of frame ``t`` over
+  ``b``'s core plus the *vote halo* (``ceil(bound) + 1`` voxels per axis: no vote
+  lands farther) read from the neighbouring blocks of ``t``, the block's rows and
+  ``labels[t + 1]`` of the core -> per-voxel votes and a small table;
+* ``decide(t+1)``: one small task per frame sums the tables (a few numbers per object)
+  and carries the next unused identity;
+* ``apply(t+1, b)``: labels and votes over the core plus the *near halo*
+  (``ceil(near_radius_um / spacing)``) -> the block's identities;
+* with ``memory``: identity sets per frame and the carried votes per block.
+
+Every block task reads only the chunks overlapping its core plus a halo; the frame
+tasks handle tables and id lists. :func:`respect_graph` is the same without the chain.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..backend import to_host
+from ..blocks import halo_voxels, iter_blocks
+from .graph import _assemble, _chunk_bounds, _region
+from .object_vote_block import (BlockVotes, Decision, apply_decision, block_votes, decide, landed_votes,
+                                vote_table)
+from .object_vote_rows import split_rows
+
+__all__ = ["chain_graph", "respect_graph", "vote_halo"]
+
+
+def vote_halo(bound_voxels: Sequence[float]) -> tuple[int, ...]:
+    """Depth per axis from which a vote can land in a core: ``ceil(bound) + 1`` voxels."""
+    return tuple(int(np.ceil(float(b) - 1e-9)) + 1 for b in bound_voxels)
+
+
+# --------------------------------------------------------------------------- task bodies
+def _init_task(chunk) -> np.ndarray:
+    return to_host(chunk)[0].astype(np.int32)
+
+
+def _zeros_task(shape) -> np.ndarray:
+    return np.zeros(tuple(shape), np.int32)
+
+
+def _max_task(chunk) -> int:
+    a = to_host(chunk)
+    return int(a.max(initial=0)) if a.size else 0
+
+
+def _first_next_task(values) -> int:
+    return int(max(values, default=0)) + 1
+
+
+def _vote_task(region, n_ident, n_ghost, picked, labels_chunk, core, spacing, *pieces) -> BlockVotes:
+    src = _assemble(region, pieces[:n_ident], np.int32)
+    if n_ghost:
+        ghost = _assemble(region, pieces[n_ident:n_ident + n_ghost], np.int32)
+        fill = (src == 0) & (ghost > 0)
+        src[fill] = ghost[fill]
+    rows, index = picked
+    core = tuple(slice(int(a), int(b)) for a, b in core)
+    flat, ids = landed_votes(src, region.offset, rows, index, core, spacing)
+    return block_votes(to_host(labels_chunk)[0], flat, ids)
+
+
+def _decide_task(pieces, split_share, prev) -> Decision:
+    next_id = prev.next_id if isinstance(prev, Decision) else prev
+    return decide(pieces, split_share, next_id)
+
+
+def _apply_task(decision, region, n_lab, inner, spacing, radius, *pieces) -> np.ndarray:
+    objects = _assemble(region, pieces[:n_lab], np.int64)
+    votes = _assemble(region, [p.votes for p in pieces[n_lab:]], np.int32)
+    return apply_decision(decision, objects, votes, region.offset, inner, spacing, radius)
+
+
+def _ids_task(block) -> np.ndarray:
+    a = np.asarray(block)
+    return np.unique(a[a > 0]).astype(np.int64)
+
+
+def _frame_ids_task(pieces) -> np.ndarray:
+    return np.unique(np.concatenate([np.zeros(0, np.int64)] + list(pieces)))
+
+
+def _lost_task(before, after) -> np.ndarray:
+    return np.setdiff1d(before, after)
+
+
+def _ghost_task(bv: BlockVotes, lost) -> np.ndarray:
+    v = bv.votes
+    return np.where(np.isin(v, lost), v, 0).astype(np.int32)
+
+
+def _table_task(votes_chunk, labels_chunk) -> BlockVotes:
+    v = to_host(votes_chunk)[0].astype(np.int64)
+    o = to_host(labels_chunk)[0]
+    inside = (np.asarray(o) > 0) & (v > 0)
+    flat = np.flatnonzero(inside)
+    pairs, counts = vote_table(o, flat, v.ravel()[flat])
+    present = np.unique(o[o > 0]).astype(np.int64)
+    return BlockVotes(np.where(inside, v, 0).astype(np.int32), present, pairs, counts)
+
+
+def _with_t(block) -> np.ndarray:
+    return np.asarray(block)[None]
+
+
+# --------------------------------------------------------------------------- builders
+def _outer(core: Sequence[slice], halo: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(max(c.start - h, 0), min(c.stop + h, n)) for c, h, n in zip(core, halo, shape))
+
+
+def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[float],
+                bound_voxels: Sequence[float], *, split_share: float, start_frame: int, memory: bool,
+                near_radius_um: float, out_name: str) -> dict:
+    """Task dict of :func:`~dask_tracking.reassign.object_vote.object_vote_chain`.
+
+    Parameters
+    ----------
+    token : str
+        Unique suffix of the keys.
+    labels : dask.array.Array
+        (T, ...) segmentation, one frame per chunk.
+    rows : list of ndarray or key
+        Flow rows per pair (an ndarray, or the key of a task that returns them).
+    spacing, bound_voxels : sequence of float
+        Voxel size (um) and the flow vectors' bound per axis (voxels).
+    out_name : str
+        Name of the output layer: keys ``(out_name, t, *block)``.
+
+    Returns
+    -------
+    dict
+        The tasks (reading ``labels``' chunks by key).
+    """
+    T = labels.shape[0]
+    shape = tuple(labels.shape[1:])
+    nd = len(shape)
+    chunks = tuple(labels.chunks[1:])
+    bounds = _chunk_bounds(chunks)
+    blocks = list(iter_blocks(chunks))
+    sp = tuple(float(s) for s in spacing)
+    h_vote = vote_halo(bound_voxels)
+    h_near = halo_voxels(near_radius_um, sp)
+    dsk: dict = {}
+
+    def k(kind, *idx):
+        return (f"objvote-{kind}-{token}", *idx)
+
+    def lab(t, c):
+        return (labels.name, t) + tuple(c)
+
+    vote_regions = {b.index: _region(bounds, _outer(b.core, h_vote, shape)) for b in blocks}
+    near_regions = {b.index: _region(bounds, _outer(b.core, h_near, shape)) for b in blocks}
+    outers = [_outer(b.core, h_vote, shape) for b in blocks]
+    boxes = [([s.start for s in o], [s.stop for s in o]) for o in outers]
+
+    for t in range(T):
+        for b in blocks:
+            if t < start_frame:
+                dsk[k("ident", t, *b.index)] = (_zeros_task, tuple(s.stop - s.start for s in b.core))
+    t0 = start_frame
+    for b in blocks:
+        dsk[k("ident", t0, *b.index)] = (_init_task, lab(t0, b.index))
+        dsk[k("max", *b.index)] = (_max_task, lab(t0, b.index))
+    dsk[k("next", t0)] = (_first_next_task, [k("max", *b.index) for b in blocks])
+    if memory:
+        for b in blocks:
+            dsk[k("ids", t0, *b.index)] = (_ids_task, k("ident", t0, *b.index))
+        dsk[k("fids", t0)] = (_frame_ids_task, [k("ids", t0, *b.index) for b in blocks])
+
+    for t in range(t0, T - 1):
+        dsk[k("rows", t)] = (split_rows, rows[t], boxes, sp, nd, tuple(float(x) for x in bound_voxels), t)
+        for i, b in enumerate(blocks):
+            dsk[k("pick", t, *b.index)] = (operator.getitem, k("rows", t), i)
+            reg, cidx = vote_regions[b.index]
+            ident = [k("ident", t, *c) for c in cidx]
+            ghost = [k("ghost", t, *c) for c in cidx] if (memory and t > t0) else []
+            core = tuple((s.start, s.stop) for s in b.core)
+            dsk[k("vote", t + 1, *b.index)] = (_vote_task, reg, len(ident), len(ghost), k("pick", t, *b.index),
+                                               lab(t + 1, b.index), core, sp, *ident, *ghost)
+        prev = k("next", t0) if t == t0 else k("decide", t)
+        dsk[k("decide", t + 1)] = (_decide_task, [k("vote", t + 1, *b.index) for b in blocks], split_share, prev)
+        for b in blocks:
+            reg, cidx = near_regions[b.index]
+            inner = tuple(slice(c.start - o, c.stop - o) for c, o in zip(b.core, reg.offset))
+            dsk[k("ident", t + 1, *b.index)] = (_apply_task, k("decide", t + 1), reg, len(cidx), inner, sp,
+                                                float(near_radius_um), *[lab(t + 1, c) for c in cidx],
+                                                *[k("vote", t + 1, *c) for c in cidx])
+        if memory:
+            for b in blocks:
+                dsk[k("ids", t + 1, *b.index)] = (_ids_task, k("ident", t + 1, *b.index))
+            dsk[k("fids", t + 1)] = (_frame_ids_task, [k("ids", t + 1, *b.index) for b in blocks])
+            dsk[k("lost", t + 1)] = (_lost_task, k("fids", t), k("fids", t + 1))
+            for b in blocks:
+                dsk[k("ghost", t + 1, *b.index)] = (_ghost_task, k("vote", t + 1, *b.index), k("lost", t + 1))
+    for t in range(T):
+        for b in blocks:
+            dsk[(out_name, t) + b.index] = (_with_t, k("ident", t, *b.index))
+    return dsk
+
+
+def respect_graph(token: str, votes: Any, labels: Any, spacing: Sequence[float], *, split_share: float,
+                  near_radius_um: float, out_name: str) -> dict:
+    """Task dict of :func:`~dask_tracking.reassign.object_vote.respect_objects` (same chunks, T chunks 1)."""
+    T = labels.shape[0]
+    shape = tuple(labels.shape[1:])
+    chunks = tuple(labels.chunks[1:])
+    bounds = _chunk_bounds(chunks)
+    blocks = list(iter_blocks(chunks))
+    sp = tuple(float(s) for s in spacing)
+    h_near = halo_voxels(near_radius_um, sp)
+    dsk: dict = {}
+
+    def k(kind, *idx):
+        return (f"objvote-respect-{kind}-{token}", *idx)
+
+    near_regions = {b.index: _region(bounds, _outer(b.core, h_near, shape)) for b in blocks}
+    for t in range(T):
+        for b in blocks:
+            dsk[k("table", t, *b.index)] = (_table_task, (votes.name, t) + b.index, (labels.name, t) + b.index)
+        dsk[k("decide", t)] = (_decide_task, [k("table", t, *b.index) for b in blocks], split_share, None)
+        for b in blocks:
+            reg, cidx = near_regions[b.index]
+            inner = tuple(slice(c.start - o, c.stop - o) for c, o in zip(b.core, reg.offset))
+            dsk[k("apply", t, *b.index)] = (_apply_task, k("decide", t), reg, len(cidx), inner, sp,
+                                            float(near_radius_um), *[(labels.name, t) + tuple(c) for c in cidx],
+                                            *[k("table", t, *c) for c in cidx])
+            dsk[(out_name, t) + b.index] = (_with_t, k("apply", t, *b.index))
+    return dsk
