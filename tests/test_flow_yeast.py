@@ -50,9 +50,9 @@ def test_compat_per_pair_blocks_and_zarr_roundtrip(yeast, reference_flow, tmp_pa
 
 
 def test_default_mode_on_yeast(yeast, reference_flow):
-    """Fixed mode: one row per pair, finite costs <= 1, same answer for any chunking."""
+    """Fixed matching: one row per pair, finite costs <= 1, same answer for any chunking."""
     part = yeast.isel(t=slice(0, 6))
-    whole = dt.estimate_flow(part).to_numpy(scheduler="threads")
+    whole = dt.estimate_flow(part, refine=False, one_to_one=False).to_numpy(scheduler="threads")
     assert len(whole) > 0 and np.isfinite(whole).all()
     assert (whole[:, -1] <= 1.0).all()
     pairs = whole[:, :-1]
@@ -63,8 +63,25 @@ def test_default_mode_on_yeast(yeast, reference_flow):
     ours = {tuple(r) for r in pairs}
     assert len(ours & ref_set) >= 0.9 * len(ref_set)
     for chunks in [(5, 50, 70), ((7, 10), (100, 92), (64, 150, 65))]:
+        other = dt.estimate_flow(part.rechunk(chunks), refine=False, one_to_one=False)
+        np.testing.assert_array_equal(other.to_numpy(scheduler="threads"), whole)
+
+
+def test_refined_default_on_yeast(yeast):
+    """The default (matching, refinement, one-to-one): within the gate, same answer for any chunking."""
+    part = yeast.isel(t=slice(0, 4))
+    table = dt.estimate_flow(part)
+    assert table.attrs["refine"] is True and table.attrs["one_to_one"] is True
+    rows = table.to_numpy(scheduler="threads")
+    matched = dt.estimate_flow(part, refine=False, one_to_one=False).to_numpy(scheduler="threads")
+    assert 0 < len(rows) <= len(matched) and np.isfinite(rows).all()
+    assert np.any(rows[:, 4:7] != np.rint(rows[:, 4:7]))                  # sub-voxel vectors
+    length = np.linalg.norm(rows[:, 4:7] * np.asarray(part.spacing), axis=1)
+    assert length.max() <= table.attrs["gate_radius_um"] + 1e-9
+    assert {tuple(r) for r in rows[:, :4]} <= {tuple(r) for r in matched[:, :4]}
+    for chunks in [(17, 64, 64), (5, 50, 70)]:
         other = dt.estimate_flow(part.rechunk(chunks)).to_numpy(scheduler="threads")
-        np.testing.assert_array_equal(other, whole)
+        np.testing.assert_array_equal(other, rows)
 
 
 def test_compat_numpy_math_same_pairs_within_one_float16_ulp(yeast, reference_flow):

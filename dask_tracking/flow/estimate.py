@@ -13,6 +13,9 @@ Graph, per frame t (every task holds at most one block plus its halo):
 4. ``frame`` per frame: the block features in raster order.
 5. ``match`` per frame pair (t, t+1): rows in Nellie's layout. Frame t's
    features feed pairs (t-1, t) and (t, t+1) and are computed once.
+6. Default mode only: ``refine`` per (frame pair, block) on windows of the
+   preprocessed frames t and t+1 (:mod:`.refine`), then ``one_to_one`` per pair
+   (:mod:`.assignment`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from ..blocks import halo_voxels, iter_blocks
 from ..config import gate_radius_um, resolve_compat
 from ..dataset import InputError, TrackingDataset, validate
 from .features import FrameFeatures, block_features, log_min, roi_radius_at
+from .assignment import one_to_one_flow
 from .matching import flow_rows, match_frames
+from .refine import refine_flow
 from .regions import ChunkGrid, read_region
 from .table import FlowTable
 
@@ -53,11 +58,22 @@ class FlowParams:
     low_memory: bool = False
     max_radius_um: float = 1.0
     compat_math: str = "libm"
+    refine: bool | None = None
+    one_to_one: bool | None = None
 
     def __post_init__(self) -> None:
         if self.compat_math not in ("libm", "numpy"):
             raise InputError(f"compat_math must be 'libm' or 'numpy', got {self.compat_math!r}")
         object.__setattr__(self, "compat", resolve_compat(self.compat))
+        for name in ("refine", "one_to_one"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (bool, np.bool_)):
+                raise InputError(f"{name} must be None (on in the default mode, off with compat='nellie'), "
+                                 f"True or False, got {v!r}")
+            if v and self.compat == "nellie":
+                raise InputError(f"{name}=True cannot be used with compat='nellie' (bit-for-bit Nellie 1.0.4); "
+                                 f"leave {name}=None or pass {name}=False")
+            object.__setattr__(self, name, (self.compat != "nellie") if v is None else bool(v))
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
         for name in ("max_dense_pairs", "max_dense_roi_voxels"):
@@ -93,8 +109,17 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
                   mode: str = "auto", max_dense_pairs: int = int(1e7),
                   max_dense_roi_voxels: int = int(5e7), low_memory: bool = False,
                   max_radius_um: float = 1.0, num_t: int | None = None,
-                  compat_math: str = "libm") -> FlowTable:
+                  compat_math: str = "libm", refine: bool | None = None,
+                  one_to_one: bool | None = None) -> FlowTable:
     """Flow vectors by Hu-moment marker matching (Nellie's HuMomentTracking), lazily.
+
+    The default mode runs, per frame pair: the marker matching (Nellie's method with
+    its bugs fixed), then sub-voxel refinement of every row
+    (:func:`dask_tracking.flow.refine.refine_flow`: coarse-to-fine normalised
+    correlation of the preprocessed image, windows bounded per block, refined
+    vectors kept within the gate), then a one-to-one assignment
+    (:func:`dask_tracking.flow.assignment.one_to_one_flow`). ``compat="nellie"`` runs
+    the matching only, bit for bit Nellie 1.0.4.
 
     Parameters
     ----------
@@ -129,13 +154,21 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
         CPUs call SVML kernels that differ in the last bit: the bits of Nellie run
         in the same environment on such a CPU (float16 costs then differ by one
         ULP in a few rows).
+    refine : bool, optional
+        Sub-voxel refinement after the matching. Default (None): on in the default
+        mode, off with ``compat="nellie"`` (``True`` with compat is an error).
+    one_to_one : bool, optional
+        One partner per marker after the refinement (unclaimed splits kept).
+        Default (None): on in the default mode, off with ``compat="nellie"``.
 
     Returns
     -------
     FlowTable
         Lazy: ``table.pairs[t]`` is a Delayed (n_t, 2d+2) float64 block, columns
         ``t, (z), y, x, (dz), dy, dx, cost``, ``t`` the earlier frame, vectors in
-        voxels per frame.
+        voxels per frame (float with ``refine``, whole voxels otherwise). ``attrs``
+        holds the parameters (``refine`` and ``one_to_one`` say which steps ran),
+        ``gate_radius_um`` (no vector is longer) and ``spacing_um``.
 
     Raises
     ------
@@ -146,7 +179,8 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
         raise InputError(f"dataset must be a TrackingDataset, got {type(dataset).__name__}")
     params = FlowParams(max_distance_um=max_distance_um, compat=compat, mode=mode,
                         max_dense_pairs=max_dense_pairs, max_dense_roi_voxels=max_dense_roi_voxels,
-                        low_memory=low_memory, max_radius_um=max_radius_um, compat_math=compat_math)
+                        low_memory=low_memory, max_radius_um=max_radius_um, compat_math=compat_math,
+                        refine=refine, one_to_one=one_to_one)
     validate(dataset)
     n_frames = dataset.n_frames
     if num_t is not None:
@@ -189,8 +223,17 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
         dsk[(pair_n, t)] = (_match_pair, t, (frame_n, t + 1), (frame_n, t), spacing, radius, params)
     graph = HighLevelGraph.from_collections(pair_n, dsk, dependencies=arrays)
     pairs = [Delayed((pair_n, t), graph, layer=pair_n) for t in range(n_frames - 1)]
-    attrs = {"stage": "flow", "gate_radius_um": radius, **asdict(params)}
-    return FlowTable(pairs, ndim, n_frames, attrs)
+    attrs = {"stage": "flow", "gate_radius_um": radius, "spacing_um": list(spacing), **asdict(params)}
+    table = FlowTable(pairs, ndim, n_frames, attrs)
+    if params.refine:
+        image = dataset.preprocessed
+        if n_frames < image.shape[0]:
+            image = image[:n_frames]
+        bound = tuple(math.ceil(radius / s - 1e-9) for s in spacing)
+        table = refine_flow(table, image, max_vector=bound, spacing=spacing, max_length_um=radius)
+    if params.one_to_one:
+        table = one_to_one_flow(table)
+    return table
 
 
 # ----------------------------------------------------------------- tasks
