@@ -24,7 +24,7 @@ import numpy as np
 
 from .nearest import nearest_index
 
-__all__ = ["BlockVotes", "Decision", "apply_decision", "block_votes", "decide", "landed_votes",
+__all__ = ["BlockVotes", "Decision", "VoteTable", "apply_decision", "block_votes", "decide", "landed_votes",
            "pair_keys", "voxel_majority"]
 
 _SHIFT = np.int64(1) << np.int64(32)
@@ -33,6 +33,25 @@ _SHIFT = np.int64(1) << np.int64(32)
 def pair_keys(objects: np.ndarray, identities: np.ndarray) -> np.ndarray:
     """One int64 per (object, identity) pair (both below 2**31)."""
     return np.asarray(objects, dtype=np.int64) * _SHIFT + np.asarray(identities, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class VoteTable:
+    """The few numbers per object that a block sends to its frame's decision.
+
+    Attributes
+    ----------
+    objects : (k,) int64
+        Object ids present in the core (sorted).
+    pairs : (n, 2) int64
+        ``(object, identity)`` pairs with votes in the core (sorted, unique).
+    counts : (n,) int64
+        Votes per pair.
+    """
+
+    objects: np.ndarray
+    pairs: np.ndarray
+    counts: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,11 @@ class BlockVotes:
     objects: np.ndarray
     pairs: np.ndarray
     counts: np.ndarray
+
+    @property
+    def table(self) -> VoteTable:
+        """The block's table without its votes (what :func:`decide` needs)."""
+        return VoteTable(self.objects, self.pairs, self.counts)
 
 
 @dataclass(frozen=True)
@@ -158,12 +182,12 @@ def block_votes(objects_core: np.ndarray, flat: np.ndarray, ids: np.ndarray) -> 
     return BlockVotes(voxel_majority(flat, ids, o.shape), present, pairs, counts)
 
 
-def decide(pieces: Sequence[BlockVotes], split_share: float, next_id: int | None) -> Decision:
+def decide(pieces: Sequence[VoteTable | BlockVotes], split_share: float, next_id: int | None) -> Decision:
     """Sum the tables of a frame's blocks and decide every object's identities.
 
     Parameters
     ----------
-    pieces : sequence of BlockVotes
+    pieces : sequence of VoteTable (or BlockVotes)
         One per block of the frame (any order).
     split_share : float in (0, 1]
         Smallest share of an object's votes for which a second identity is kept.

@@ -21,13 +21,14 @@ tasks handle tables and id lists. :func:`respect_graph` is the same without the 
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..backend import to_host
 from ..blocks import halo_voxels, iter_blocks
-from .graph import _assemble, _chunk_bounds, _region
+from .graph import Region, _assemble, _chunk_bounds, _region
 from .object_vote_block import (BlockVotes, Decision, apply_decision, block_votes, decide, landed_votes,
                                 vote_table)
 from .object_vote_rows import split_rows
@@ -38,6 +39,41 @@ __all__ = ["chain_graph", "respect_graph", "vote_halo"]
 def vote_halo(bound_voxels: Sequence[float]) -> tuple[int, ...]:
     """Depth per axis from which a vote can land in a core: ``ceil(bound) + 1`` voxels."""
     return tuple(int(np.ceil(float(b) - 1e-9)) + 1 for b in bound_voxels)
+
+
+# --------------------------------------------------------------------------- task literals
+@dataclass(frozen=True)
+class VoteSpec:
+    """Static arguments of one vote task (one opaque literal in the graph)."""
+
+    region: Region
+    n_ident: int
+    n_ghost: int
+    core: tuple[slice, ...]
+    spacing: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ApplySpec:
+    """Static arguments of one apply task: the near region, where the core's own chunk is."""
+
+    region: Region
+    n_lab: int
+    own: int
+    inner: tuple[slice, ...]
+    spacing: tuple[float, ...]
+    radius: float
+
+
+@dataclass(frozen=True)
+class RowsSpec:
+    """Static arguments of one pair's row split."""
+
+    boxes: tuple
+    spacing: tuple[float, ...]
+    ndim: int
+    bound: tuple[float, ...]
+    pair: int
 
 
 # --------------------------------------------------------------------------- task bodies
@@ -58,16 +94,24 @@ def _first_next_task(values) -> int:
     return int(max(values, default=0)) + 1
 
 
-def _vote_task(region, n_ident, n_ghost, picked, labels_chunk, core, spacing, *pieces) -> BlockVotes:
-    src = _assemble(region, pieces[:n_ident], np.int32)
-    if n_ghost:
-        ghost = _assemble(region, pieces[n_ident:n_ident + n_ghost], np.int32)
+def _rows_task(rows, spec: RowsSpec):
+    return split_rows(rows, spec.boxes, spec.spacing, spec.ndim, spec.bound, spec.pair)
+
+
+def _vote_task(spec: VoteSpec, picked, labels_chunk, *pieces) -> BlockVotes:
+    n = spec.n_ident
+    src = _assemble(spec.region, pieces[:n], np.int32)
+    if spec.n_ghost:
+        ghost = _assemble(spec.region, pieces[n:n + spec.n_ghost], np.int32)
         fill = (src == 0) & (ghost > 0)
         src[fill] = ghost[fill]
     rows, index = picked
-    core = tuple(slice(int(a), int(b)) for a, b in core)
-    flat, ids = landed_votes(src, region.offset, rows, index, core, spacing)
+    flat, ids = landed_votes(src, spec.region.offset, rows, index, spec.core, spec.spacing)
     return block_votes(to_host(labels_chunk)[0], flat, ids)
+
+
+def _table_of(bv: BlockVotes):
+    return bv.table
 
 
 def _decide_task(pieces, split_share, prev) -> Decision:
@@ -75,10 +119,18 @@ def _decide_task(pieces, split_share, prev) -> Decision:
     return decide(pieces, split_share, next_id)
 
 
-def _apply_task(decision, region, n_lab, inner, spacing, radius, *pieces) -> np.ndarray:
-    objects = _assemble(region, pieces[:n_lab], np.int64)
-    votes = _assemble(region, [p.votes for p in pieces[n_lab:]], np.int32)
-    return apply_decision(decision, objects, votes, region.offset, inner, spacing, radius)
+def _apply_task(decision: Decision, spec: ApplySpec, *pieces) -> np.ndarray:
+    own = to_host(pieces[spec.own])[0]
+    objects = own[own > 0].astype(np.int64)
+    if not decision.multi[np.searchsorted(decision.objects, objects)].any():
+        # no object of the core keeps two identities: the core alone decides
+        whole = tuple(slice(0, n) for n in own.shape)
+        return apply_decision(decision, own, pieces[spec.n_lab + spec.own].votes, (0,) * own.ndim, whole,
+                              spec.spacing, spec.radius)
+    region = spec.region
+    objects = _assemble(region, pieces[:spec.n_lab], np.int64)
+    votes = _assemble(region, [p.votes for p in pieces[spec.n_lab:]], np.int32)
+    return apply_decision(decision, objects, votes, region.offset, spec.inner, spec.spacing, spec.radius)
 
 
 def _ids_task(block) -> np.ndarray:
@@ -116,6 +168,15 @@ def _with_t(block) -> np.ndarray:
 # --------------------------------------------------------------------------- builders
 def _outer(core: Sequence[slice], halo: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
     return tuple(slice(max(c.start - h, 0), min(c.stop + h, n)) for c, h, n in zip(core, halo, shape))
+
+
+def _apply_specs(blocks, bounds, halo, shape, spacing, radius) -> dict:
+    out = {}
+    for b in blocks:
+        reg, cidx = _region(bounds, _outer(b.core, halo, shape))
+        inner = tuple(slice(c.start - o, c.stop - o) for c, o in zip(b.core, reg.offset))
+        out[b.index] = (ApplySpec(reg, len(cidx), cidx.index(tuple(b.index)), inner, spacing, float(radius)), cidx)
+    return out
 
 
 def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[float],
@@ -159,9 +220,10 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
         return (labels.name, t) + tuple(c)
 
     vote_regions = {b.index: _region(bounds, _outer(b.core, h_vote, shape)) for b in blocks}
-    near_regions = {b.index: _region(bounds, _outer(b.core, h_near, shape)) for b in blocks}
+    apply_specs = _apply_specs(blocks, bounds, h_near, shape, sp, near_radius_um)
     outers = [_outer(b.core, h_vote, shape) for b in blocks]
-    boxes = [([s.start for s in o], [s.stop for s in o]) for o in outers]
+    boxes = tuple((tuple(s.start for s in o), tuple(s.stop for s in o)) for o in outers)
+    rows_spec = {t: RowsSpec(boxes, sp, nd, tuple(float(x) for x in bound_voxels), t) for t in range(T - 1)}
 
     for t in range(T):
         for b in blocks:
@@ -178,22 +240,22 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
         dsk[k("fids", t0)] = (_frame_ids_task, [k("ids", t0, *b.index) for b in blocks])
 
     for t in range(t0, T - 1):
-        dsk[k("rows", t)] = (split_rows, rows[t], boxes, sp, nd, tuple(float(x) for x in bound_voxels), t)
+        dsk[k("rows", t)] = (_rows_task, rows[t], rows_spec[t])
         for i, b in enumerate(blocks):
             dsk[k("pick", t, *b.index)] = (operator.getitem, k("rows", t), i)
             reg, cidx = vote_regions[b.index]
             ident = [k("ident", t, *c) for c in cidx]
             ghost = [k("ghost", t, *c) for c in cidx] if (memory and t > t0) else []
-            core = tuple((s.start, s.stop) for s in b.core)
-            dsk[k("vote", t + 1, *b.index)] = (_vote_task, reg, len(ident), len(ghost), k("pick", t, *b.index),
-                                               lab(t + 1, b.index), core, sp, *ident, *ghost)
+            spec = VoteSpec(reg, len(ident), len(ghost), b.core, sp)
+            dsk[k("vote", t + 1, *b.index)] = (_vote_task, spec, k("pick", t, *b.index), lab(t + 1, b.index),
+                                               *ident, *ghost)
+            dsk[k("table", t + 1, *b.index)] = (_table_of, k("vote", t + 1, *b.index))
         prev = k("next", t0) if t == t0 else k("decide", t)
-        dsk[k("decide", t + 1)] = (_decide_task, [k("vote", t + 1, *b.index) for b in blocks], split_share, prev)
+        dsk[k("decide", t + 1)] = (_decide_task, [k("table", t + 1, *b.index) for b in blocks], split_share, prev)
         for b in blocks:
-            reg, cidx = near_regions[b.index]
-            inner = tuple(slice(c.start - o, c.stop - o) for c, o in zip(b.core, reg.offset))
-            dsk[k("ident", t + 1, *b.index)] = (_apply_task, k("decide", t + 1), reg, len(cidx), inner, sp,
-                                                float(near_radius_um), *[lab(t + 1, c) for c in cidx],
+            spec, cidx = apply_specs[b.index]
+            dsk[k("ident", t + 1, *b.index)] = (_apply_task, k("decide", t + 1), spec,
+                                                *[lab(t + 1, c) for c in cidx],
                                                 *[k("vote", t + 1, *c) for c in cidx])
         if memory:
             for b in blocks:
@@ -223,16 +285,16 @@ def respect_graph(token: str, votes: Any, labels: Any, spacing: Sequence[float],
     def k(kind, *idx):
         return (f"objvote-respect-{kind}-{token}", *idx)
 
-    near_regions = {b.index: _region(bounds, _outer(b.core, h_near, shape)) for b in blocks}
+    apply_specs = _apply_specs(blocks, bounds, h_near, shape, sp, near_radius_um)
     for t in range(T):
         for b in blocks:
-            dsk[k("table", t, *b.index)] = (_table_task, (votes.name, t) + b.index, (labels.name, t) + b.index)
+            dsk[k("votes", t, *b.index)] = (_table_task, (votes.name, t) + b.index, (labels.name, t) + b.index)
+            dsk[k("table", t, *b.index)] = (_table_of, k("votes", t, *b.index))
         dsk[k("decide", t)] = (_decide_task, [k("table", t, *b.index) for b in blocks], split_share, None)
         for b in blocks:
-            reg, cidx = near_regions[b.index]
-            inner = tuple(slice(c.start - o, c.stop - o) for c, o in zip(b.core, reg.offset))
-            dsk[k("apply", t, *b.index)] = (_apply_task, k("decide", t), reg, len(cidx), inner, sp,
-                                            float(near_radius_um), *[(labels.name, t) + tuple(c) for c in cidx],
-                                            *[k("table", t, *c) for c in cidx])
+            spec, cidx = apply_specs[b.index]
+            dsk[k("apply", t, *b.index)] = (_apply_task, k("decide", t), spec,
+                                            *[(labels.name, t) + tuple(c) for c in cidx],
+                                            *[k("votes", t, *c) for c in cidx])
             dsk[(out_name, t) + b.index] = (_with_t, k("apply", t, *b.index))
     return dsk
