@@ -2,13 +2,18 @@
 
 Layout of the graph (``B`` spatial blocks of the input's chunk grid, ``T`` frames):
 
-* per pair t and block b: the master masks of frame t over the block's core plus
-  the *source* halo and of frame t+1 over the core plus the *target* halo (read
-  from the input chunks that overlap them), then the block's candidates. These
-  tasks do not depend on labels, so every pair runs in parallel.
+* per frame and block: the block's labelled voxels (:class:`BlockVoxels`, read once
+  from the input chunks, which are then released); every later task works on these
+  sparse lists, never on whole chunks or halo regions.
+* per pair t and block b: the labelled voxels of frame t over the block's core plus
+  the *source* halo and of frame t+1 over the core plus the *target* halo (from the
+  blocks that overlap them), then the block's candidates. These tasks do not depend
+  on labels, so every pair runs in parallel.
 * per pair: the best match per target (one small task per block, joined per pair).
 * per label kind (objects, branches) a chain over t, parallel over blocks: the
-  vote of block b at t+1 reads frame t's reassigned labels over b's source region.
+  vote of block b at t+1 reads frame t's reassigned labels over b's source region,
+  carried from block to block as one value per labelled voxel (the dense blocks are
+  only the outputs).
   With ``fill_unmatched`` each voted block is summarised (object -> label counts),
   the summaries of a frame are merged (a few numbers per object) and each block
   is filled.
@@ -32,10 +37,11 @@ import numpy as np
 
 from ..backend import to_host
 from ..blocks import iter_blocks
-from .candidates import Candidates, block_candidates, forward_predictions, frame_index, voxels_of
+from .block_voxels import BlockVoxels, block_voxels, labels_at, region_voxels
+from .candidates import Candidates, block_candidates, forward_predictions, frame_index
 from .halo import candidate_halo, max_displacement
 from .params import ReassignParams
-from .vote import best_matches, fill_block, merge_matches, merge_object_votes, object_votes, vote_block
+from .vote import best_matches, fill_block, merge_matches, merge_object_votes, object_votes, vote_with_sources
 
 __all__ = ["Region", "build_graph"]
 
@@ -85,14 +91,8 @@ def _assemble(region: Region, pieces: Sequence[np.ndarray], dtype) -> np.ndarray
     return out
 
 
-def _mask_task(region: Region, n_obj: int, *pieces) -> np.ndarray:
-    obj = _assemble(region, pieces[:n_obj], np.int64)
-    br = _assemble(region, pieces[n_obj:], np.int64)
-    return (obj > 0) | (br > 0)
-
-
-def _labels_task(region: Region, *pieces) -> np.ndarray:
-    return _assemble(region, pieces, np.int32)
+def _voxels_task(obj, br, offset) -> BlockVoxels:
+    return block_voxels(obj, br, offset)
 
 
 # --------------------------------------------------------------------------- task bodies
@@ -107,21 +107,18 @@ def _core(c: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in c)
 
 
-def _forward_task(obj, br, offset, a_fw, spacing, radius, compat, idx_prev):
-    src = voxels_of((to_host(obj)[0] > 0) | (to_host(br)[0] > 0), offset)
-    return forward_predictions(src, a_fw, spacing, radius, compat=compat, index_prev=idx_prev)
+def _forward_task(vox: BlockVoxels, a_fw, spacing, radius, compat, idx_prev):
+    return forward_predictions(vox.coords(), a_fw, spacing, radius, compat=compat, index_prev=idx_prev)
 
 
-def _candidates_task(forward, src_mask, src_off, tgt_mask, tgt_off, core, a_bw, spacing, radius,
-                     compat, idx_prev, idx_next) -> Candidates:
+def _candidates_task(forward, src_pieces, src_box, tgt_pieces, tgt_box, core, a_bw, spacing, radius,
+                     compat, idx_prev, idx_next, spatial_shape) -> Candidates:
     nd = len(spacing)
-    prev = voxels_of(src_mask, src_off) if src_mask is not None else np.zeros((0, nd), np.int64)
-    return block_candidates(forward, prev, voxels_of(tgt_mask, tgt_off), _core(core), a_bw,
+    prev = (region_voxels(src_pieces, src_box[0], src_box[1], spatial_shape) if src_pieces is not None
+            else np.zeros((0, nd), np.int64))
+    tgt = region_voxels(tgt_pieces, tgt_box[0], tgt_box[1], spatial_shape)
+    return block_candidates(forward, prev, tgt, _core(core), a_bw,
                             spacing, radius, compat=compat, index_prev=idx_prev, index_next=idx_next)
-
-
-def _chunk_voxels_task(obj, br, offset) -> np.ndarray:
-    return voxels_of((to_host(obj)[0] > 0) | (to_host(br)[0] > 0), offset)
 
 
 def _count_task(cands: list) -> int:
@@ -145,24 +142,37 @@ def _initial_task(chunk, has_t: bool) -> np.ndarray:
     return np.where(a > 0, a, 0).astype(np.int32)
 
 
+def _initial_voxels_task(vox: BlockVoxels, kind: str) -> np.ndarray:
+    return _initial_task(vox.dense(kind), False)
+
+
+def _initial_carry_task(vox: BlockVoxels, kind: str) -> np.ndarray:
+    v = vox.values(kind)
+    return np.where(v > 0, v, 0).astype(np.int32)
+
+
+def _carry_task(final: np.ndarray, vox: BlockVoxels) -> np.ndarray:
+    """The reassigned labels of a block at its labelled voxels (0 everywhere else)."""
+    return np.asarray(final).reshape(-1)[vox.flat].astype(np.int32)
+
+
 def _zeros_task(shape) -> np.ndarray:
     return np.zeros(tuple(shape), dtype=np.int32)
 
 
-def _vote_task(cands, prev_region, prev_offset, labels_chunk, core_start, stop) -> np.ndarray:
-    lab = to_host(labels_chunk)[0]
-    if stop:
-        return np.zeros(lab.shape, dtype=np.int32)
-    return vote_block(cands, prev_region, prev_offset, lab, core_start)
+def _vote_task(cands, carries, src_pieces, vox_next: BlockVoxels, kind: str, stop) -> np.ndarray:
+    if stop or len(cands) == 0:
+        return np.zeros(vox_next.shape, dtype=np.int32)
+    src = labels_at(cands.source, src_pieces, carries)
+    return vote_with_sources(cands, src, vox_next.dense(kind), vox_next.offset)
 
 
-def _object_votes_task(voted, labels_chunk):
-    return object_votes(voted, to_host(labels_chunk)[0])
+def _object_votes_task(voted, vox: BlockVoxels, kind: str):
+    return object_votes(voted, vox.dense(kind))
 
 
-def _max_task(labels_chunk) -> int:
-    a = to_host(labels_chunk)
-    return int(a.max()) if a.size else 0
+def _max_task(vox: BlockVoxels, kind: str) -> int:
+    return vox.max_of(kind)
 
 
 def _frame_max_task(values: list) -> int:
@@ -179,12 +189,12 @@ def _merge_task(pieces, base, stop):
     return merge_object_votes(pieces, base)
 
 
-def _fill_task(voted, labels_chunk, mapping) -> np.ndarray:
-    return fill_block(voted, to_host(labels_chunk)[0], mapping)
+def _fill_task(voted, vox: BlockVoxels, kind: str, mapping) -> np.ndarray:
+    return fill_block(voted, vox.dense(kind), mapping)
 
 
 def _frame_index_task(pieces, spatial_shape, spacing, radius, a_fw, a_bw):
-    return frame_index(pieces, spatial_shape, spacing, radius, a_fw, a_bw)
+    return frame_index([p.coords() for p in pieces], spatial_shape, spacing, radius, a_fw, a_bw)
 
 
 
@@ -259,15 +269,17 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
         dsk[k("anchors-fw", t)] = (_anchors_task, rows_arg(t), nd, True)
         dsk[k("anchors-bw", t)] = (_anchors_task, rows_arg(t), nd, False)
 
+    # the labelled voxels of every (frame, block): the only tasks that read the input chunks
+    for t in range(T):
+        for b in blocks:
+            off = tuple(int(s.start) for s in b.core)
+            dsk[k("voxels", t, *b.index)] = (_voxels_task, in_key(labels, t, b.index),
+                                             in_key(branches, t, b.index), off)
+
     # whole-frame coordinate indexes (compat only)
     if nellie:
         for t in range(T):
-            vkeys = []
-            for b in blocks:
-                key = k("vox", t, *b.index)
-                off = np.array([s.start for s in b.core], dtype=np.int64)
-                dsk[key] = (_chunk_voxels_task, in_key(labels, t, b.index), in_key(branches, t, b.index), off)
-                vkeys.append(key)
+            vkeys = [k("voxels", t, *b.index) for b in blocks]
             a_fw = k("anchors-fw", t) if t < T - 1 else None
             a_bw = k("anchors-bw", t - 1) if t >= 1 else None
             dsk[k("index", t)] = (_frame_index_task, vkeys, shape, sp, r, a_fw, a_bw)
@@ -275,10 +287,8 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     # forward predictions per (pair, source block): each labelled voxel moved once
     for t in range(T - 1):
         for b in blocks:
-            off = np.array([s.start for s in b.core], dtype=np.int64)
-            dsk[k("fwd", t, *b.index)] = (_forward_task, in_key(labels, t, b.index), in_key(branches, t, b.index),
-                                          off, k("anchors-fw", t), sp, r, params.compat,
-                                          k("index", t) if nellie else None)
+            dsk[k("fwd", t, *b.index)] = (_forward_task, k("voxels", t, *b.index), k("anchors-fw", t), sp, r,
+                                          params.compat, k("index", t) if nellie else None)
 
     # candidates and best matches per (pair, target block)
     src_regions: dict = {}
@@ -289,7 +299,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             h_tgt = (0,) * nd
         for b in blocks:
             core = np.array([[s.start, s.stop] for s in b.core], dtype=np.int64)
-            masks = {}
+            pieces = {}
             for which, ft, h in (("src", t, h_src), ("tgt", t + 1, h_tgt)):
                 outer = tuple(slice(max(s.start - d, 0), min(s.stop + d, n))
                               for s, d, n in zip(b.core, h, shape))
@@ -297,21 +307,19 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                 if okey not in regions:
                     regions[okey] = _region(bounds, outer)
                 reg, cidx = regions[okey]
+                box = (np.array([o.start for o in outer], dtype=np.int64),
+                       np.array([o.stop for o in outer], dtype=np.int64))
                 if which == "src":
                     src_regions[(t, b.index)] = (reg, cidx)
                     if nellie:  # backward matches come from the whole-frame index
-                        masks[which] = (None, None)
+                        pieces[which] = (None, None)
                         continue
-                key = k(f"mask-{which}", t, *b.index)
-                dsk[key] = (_mask_task, reg, len(cidx),
-                            *[in_key(labels, ft, c) for c in cidx],
-                            *[in_key(branches, ft, c) for c in cidx])
-                masks[which] = (key, np.array(reg.offset, dtype=np.int64))
+                pieces[which] = ([k("voxels", ft, *c) for c in cidx], box)
             fwd = [k("fwd", t, *c) for c in src_regions[(t, b.index)][1]]
             ck = k("cand", t, *b.index)
-            dsk[ck] = (_candidates_task, fwd, masks["src"][0], masks["src"][1], masks["tgt"][0],
-                       masks["tgt"][1], core, k("anchors-bw", t), sp, r, params.compat,
-                       k("index", t) if nellie else None, k("index", t + 1) if nellie else None)
+            dsk[ck] = (_candidates_task, fwd, pieces["src"][0], pieces["src"][1], pieces["tgt"][0],
+                       pieces["tgt"][1], core, k("anchors-bw", t), sp, r, params.compat,
+                       k("index", t) if nellie else None, k("index", t + 1) if nellie else None, shape)
             dsk[k("best", t, *b.index)] = (best_matches, ck, shape)
 
     # stop chain (Nellie's break)
@@ -342,12 +350,15 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
         final = {}
         for t in range(t0 + 1):
             for b in blocks:
+                vox = k("voxels", t, *b.index)
                 if t < t0:
                     dsk[k(f"{kind}-final", t, *b.index)] = (_zeros_task, tuple(s.stop - s.start for s in b.core))
                 elif init is None:
-                    dsk[k(f"{kind}-final", t, *b.index)] = (_initial_task, in_key(orig, t, b.index), True)
+                    dsk[k(f"{kind}-final", t, *b.index)] = (_initial_voxels_task, vox, kind)
+                    dsk[k(f"{kind}-carry", t, *b.index)] = (_initial_carry_task, vox, kind)
                 else:
                     dsk[k(f"{kind}-final", t, *b.index)] = (_initial_task, (init.name,) + tuple(b.index), False)
+                    dsk[k(f"{kind}-carry", t, *b.index)] = (_carry_task, k(f"{kind}-final", t, *b.index), vox)
                 final[(t,) + tuple(b.index)] = k(f"{kind}-final", t, *b.index)
         if params.fill_unmatched:
             # new ids: base_{t} = max over frames < t of the original ids, summed
@@ -355,7 +366,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                 dsk[k(f"{kind}-fmax", t)] = (_frame_max_task,
                                              [k(f"{kind}-max", t, *b.index) for b in blocks])
                 for b in blocks:
-                    dsk[k(f"{kind}-max", t, *b.index)] = (_max_task, in_key(orig, t, b.index))
+                    dsk[k(f"{kind}-max", t, *b.index)] = (_max_task, k("voxels", t, *b.index), kind)
             dsk[k(f"{kind}-base", 1)] = k(f"{kind}-fmax", 0)
             for t in range(1, T - 1):
                 dsk[k(f"{kind}-base", t + 1)] = (_add_task, k(f"{kind}-base", t), k(f"{kind}-fmax", t))
@@ -363,23 +374,24 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             stop = stop_keys[t] if stop_keys else False
             ov = []
             for b in blocks:
-                reg, cidx = src_regions[(t, b.index)]
-                pk = k(f"{kind}-prev", t, *b.index)
-                dsk[pk] = (_labels_task, reg, *[k(f"{kind}-final", t, *c) for c in cidx])
-                core_start = np.array([s.start for s in b.core], dtype=np.int64)
+                _, cidx = src_regions[(t, b.index)]
+                vox_next = k("voxels", t + 1, *b.index)
                 vk = k(f"{kind}-vote", t + 1, *b.index) if params.fill_unmatched else k(f"{kind}-final", t + 1, *b.index)
-                dsk[vk] = (_vote_task, k("cand", t, *b.index), pk, np.array(reg.offset, dtype=np.int64),
-                           in_key(orig, t + 1, b.index), core_start, stop)
+                dsk[vk] = (_vote_task, k("cand", t, *b.index), [k(f"{kind}-carry", t, *c) for c in cidx],
+                           [k("voxels", t, *c) for c in cidx], vox_next, kind, stop)
                 if params.fill_unmatched:
                     ok = k(f"{kind}-ov", t + 1, *b.index)
-                    dsk[ok] = (_object_votes_task, vk, in_key(orig, t + 1, b.index))
+                    dsk[ok] = (_object_votes_task, vk, vox_next, kind)
                     ov.append(ok)
                 final[(t + 1,) + tuple(b.index)] = k(f"{kind}-final", t + 1, *b.index)
+                if t + 1 < T - 1:  # the next vote reads this frame's labels at its labelled voxels
+                    dsk[k(f"{kind}-carry", t + 1, *b.index)] = (_carry_task, k(f"{kind}-final", t + 1, *b.index),
+                                                                 vox_next)
             if params.fill_unmatched:
                 mk = k(f"{kind}-map", t + 1)
                 dsk[mk] = (_merge_task, ov, k(f"{kind}-base", t + 1), stop)
                 for b in blocks:
                     dsk[k(f"{kind}-final", t + 1, *b.index)] = (
-                        _fill_task, k(f"{kind}-vote", t + 1, *b.index), in_key(orig, t + 1, b.index), mk)
+                        _fill_task, k(f"{kind}-vote", t + 1, *b.index), k("voxels", t + 1, *b.index), kind, mk)
         finals[kind] = final
     return BuiltGraph(dsk, finals["obj"], finals["br"], matches_keys, stop_keys)

@@ -14,7 +14,7 @@ import numpy as np
 from .candidates import Candidates
 
 __all__ = ["ObjectVotes", "best_matches", "fill_block", "match_dtype", "merge_object_votes",
-           "object_votes", "vote_block"]
+           "object_votes", "vote_block", "vote_with_sources"]
 
 VOTE_EPS = 1e-6
 
@@ -48,10 +48,29 @@ def vote_block(cands: Candidates, prev_region: np.ndarray, prev_offset: Sequence
         ``1 / (error + 1e-6)``, the smallest label on exact ties. 0 elsewhere.
         (Nellie's further "refinement" passes never change this: B5.)
     """
+    if len(cands) == 0:
+        return np.zeros(labels_next.shape, dtype=np.int32)
+    lab = np.asarray(prev_region)[_local(cands.source, prev_offset)].astype(np.int64)
+    return vote_with_sources(cands, lab, labels_next, core_start)
+
+
+def vote_with_sources(cands: Candidates, source_labels: np.ndarray, labels_next: np.ndarray,
+                      core_start: Sequence[int]) -> np.ndarray:
+    """:func:`vote_block` with the reassigned label of each candidate's source given.
+
+    Parameters
+    ----------
+    source_labels : (n,) int64
+        Reassigned label at frame t of ``cands.source`` (0: none).
+
+    Returns
+    -------
+    ndarray of int32, core shape (as :func:`vote_block`).
+    """
     out = np.zeros(labels_next.shape, dtype=np.int32)
     if len(cands) == 0:
         return out
-    lab = np.asarray(prev_region)[_local(cands.source, prev_offset)].astype(np.int64)
+    lab = np.asarray(source_labels, dtype=np.int64)
     tl = _local(cands.target, core_start)
     keep = (lab > 0) & (np.asarray(labels_next)[tl] > 0)
     if not keep.any():
