@@ -230,3 +230,28 @@ def test_errors_name_argument_value_and_what_is_allowed():
         object_vote(labels[0], labels[0], near_radius_um=0)
     with pytest.raises(InputError, match="reassigned and labels must have one shape"):
         respect_objects(labels[:2], labels)
+
+
+def test_2d_bars_crossing_seams_are_chunk_invariant():
+    # two bars 2 voxels apart move right by 3 voxels per frame; one row points into the other bar
+    # and carries half of the top bar there: a split object across the seams
+    T, shape = 5, (12, 40)
+    labels = np.zeros((T,) + shape, np.int32)
+    rows = []
+    for t in range(T):
+        labels[t, 2:5, 3 + 3 * t:13 + 3 * t] = 1 if t % 2 == 0 else 2
+        labels[t, 7:10, 3 + 3 * t:13 + 3 * t] = 2 if t % 2 == 0 else 1
+        if t < T - 1:
+            for y, x in [(3, 4 + 3 * t), (3, 10 + 3 * t), (8, 4 + 3 * t), (8, 12 + 3 * t)]:
+                rows.append([t, y, x, 0, 3, 0.0])
+    rows = np.array(rows, float)
+    rows[1, 3] = 5
+    flow = FlowTable([rows[rows[:, 0] == t] for t in range(T - 1)], 2, T)
+    ref = whole_frame_chain(labels, flow, (0.1, 0.1), split_share=0.1)
+    for chunks in [(5, 7), ((4, 8), (13, 27)), (1, 40)]:
+        lab = da.from_array(labels, chunks=((1,) * T,) + (chunks if isinstance(chunks[0], tuple) else
+                                                          tuple((c,) * (n // c) + ((n % c,) if n % c else ())
+                                                                for c, n in zip(chunks, shape))))
+        np.testing.assert_array_equal(object_vote_chain(lab, flow, (0.1, 0.1), split_share=0.1).compute(), ref)
+    assert set(np.unique(ref[:, 2:5])) == {0, 1}           # the top bar keeps its identity
+    assert set(np.unique(ref[1, 7:10])) == {0, 1, 2}       # the wrong row's half is a kept second identity
