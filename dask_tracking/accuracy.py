@@ -1,6 +1,8 @@
 """The accuracy options of the default mode (issue 11), as one switch for :func:`dask_tracking.run`.
 
-``run(..., accuracy=True)`` turns on all four; a sequence of names turns on some:
+All four are ON in the default mode (``run(..., accuracy=None)``, the default);
+``accuracy=False`` turns all off (the reference behaviour with its bugs fixed),
+``True`` turns all on, and a sequence of names turns on just those:
 
 * ``"refine"``: :func:`dask_tracking.flow.refine.refine_flow` (coarse-to-fine
   correlation, float sub-voxel vectors);
@@ -12,7 +14,7 @@
 * ``"living_tracks"``: :func:`dask_tracking.label_tracks` with
   ``fallback_radius_um`` and ``keep_outside=True`` (flags and end reasons recorded).
 
-None of them applies with ``compat="nellie"``.
+None of them applies with ``compat="nellie"`` (there ``accuracy=None`` means none).
 """
 
 from __future__ import annotations
@@ -45,17 +47,9 @@ class AccuracyOptions:
     def names(self) -> list[str]:
         return [n for n in ACCURACY_OPTIONS if getattr(self, n)]
 
-    def apply_flow(self, flow: Any, ds: Any) -> Any:
-        """The flow table with ``refine`` and ``one_to_one`` applied (lazy)."""
-        if self.refine:
-            from .flow.refine import refine_flow
-
-            flow = refine_flow(flow, ds.preprocessed)
-        if self.one_to_one:
-            from .flow.assignment import one_to_one_flow
-
-            flow = one_to_one_flow(flow)
-        return flow
+    def flow_kwargs(self) -> dict:
+        """Keywords for :func:`dask_tracking.estimate_flow` (``refine``, ``one_to_one``)."""
+        return {"refine": self.refine, "one_to_one": self.one_to_one}
 
     def track_kwargs(self) -> dict:
         """Keywords for :func:`dask_tracking.label_tracks`."""
@@ -65,14 +59,19 @@ class AccuracyOptions:
 
 
 def resolve_accuracy(accuracy: Any, compat: str | None = None) -> AccuracyOptions:
-    """``accuracy`` (bool, None or a sequence of names) as :class:`AccuracyOptions`.
+    """``accuracy`` (None, bool or a sequence of names) as :class:`AccuracyOptions`.
+
+    ``None`` (the default of :func:`dask_tracking.run`): all on in the default mode,
+    all off with ``compat="nellie"``. ``False``: all off. ``True``: all on.
 
     Raises
     ------
     InputError
         For an unknown name, or options asked for together with ``compat="nellie"``.
     """
-    if accuracy is None or accuracy is False:
+    if accuracy is None:
+        return AccuracyOptions() if compat == "nellie" else AccuracyOptions(**{n: True for n in ACCURACY_OPTIONS})
+    if accuracy is False:
         return AccuracyOptions()
     if accuracy is True:
         names = list(ACCURACY_OPTIONS)

@@ -111,6 +111,14 @@ def _open_cluster(scheduler, workers, memory_limit, gpu, *, announce=True):
     return session
 
 
+def _accuracy_choice(value: str | None):
+    """The ``--accuracy`` text as ``run``'s ``accuracy``: None, True, False or names."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    return True if v == "all" else False if v == "none" else value
+
+
 @main.command("run")
 @click.argument("source")
 @click.option("-o", "--output", required=True, metavar="OUT.zarr", help="Output zarr store.")
@@ -124,9 +132,10 @@ def _open_cluster(scheduler, workers, memory_limit, gpu, *, announce=True):
 @click.option("--max-distance-um", type=float, default=1.0, show_default=True,
               help="Flow gate speed in um/s.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--accuracy", default=None, metavar="all|NAMES",
-              help="Accuracy options of the default mode: 'all' or comma-separated names from refine, "
-                   "one_to_one, object_vote, living_tracks.")
+@click.option("--accuracy", default=None, metavar="all|none|NAMES",
+              help="Accuracy options of the default mode (all on by default; none with --compat nellie): "
+                   "'all', 'none' (the reference method with its bugs fixed) or comma-separated names from "
+                   "refine, one_to_one, object_vote, living_tracks.")
 @click.option("-v", "--verbose", count=True, help="Log what runs (-v info, -vv debug).")
 def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, compat, resume, overwrite,
                 tracks, max_distance_um, no_progress, accuracy, verbose) -> None:
@@ -144,7 +153,7 @@ def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, co
             result = run(ds, output, compat=compat_mode, client=session.client, resume=resume,
                          overwrite=overwrite, tracks=tracks, max_distance_um=max_distance_um,
                          progress=not no_progress, gpu=gpu,
-                         accuracy=(True if accuracy == "all" else accuracy) if accuracy else False)
+                         accuracy=_accuracy_choice(accuracy))
         click.echo(result.summary())
     except (InputError, FileNotFoundError, FileExistsError, PermissionError) as exc:
         _fail(exc)

@@ -284,7 +284,7 @@ def run(
     flow: FlowTable | None = None,
     progress: bool = False,
     gpu: bool = False,
-    accuracy: Any = False,
+    accuracy: Any = None,
 ) -> RunResult:
     """Run the whole tracking stage and write every output to one zarr v3 store.
 
@@ -325,10 +325,12 @@ def run(
         Move the chunks to the GPU (:func:`dask_tracking.gpu.to_device`) so every
         stage takes its CuPy path (with ``dask_tracking.cluster(kind="gpu")``, CLI ``--gpu``).
         Without CuPy: an ImportError naming the ``gpu`` extra, before any work.
-    accuracy : bool or sequence of str
+    accuracy : None, bool or sequence of str
         Accuracy options of the default mode (:mod:`dask_tracking.accuracy`):
-        ``True`` for all, or names from ``"refine"``, ``"one_to_one"``,
-        ``"object_vote"``, ``"living_tracks"``. Not with ``compat="nellie"``.
+        ``None`` (default): all on in the default mode, none with ``compat="nellie"``;
+        ``False``: none (the reference method with its bugs fixed); ``True``: all; or
+        names from ``"refine"``, ``"one_to_one"``, ``"object_vote"``,
+        ``"living_tracks"``. Options cannot be asked for with ``compat="nellie"``.
 
     Returns
     -------
@@ -404,8 +406,8 @@ def run(
             lazy = flow
         else:
             log.info("flow: estimating (max_distance_um=%g um/s)", max_distance_um)
-            lazy = estimate_flow(ds, max_distance_um=max_distance_um, compat=compat, mode=flow_mode)
-            lazy = acc.apply_flow(lazy, ds)
+            lazy = estimate_flow(ds, max_distance_um=max_distance_um, compat=compat, mode=flow_mode,
+                                 **acc.flow_kwargs())
         pairs = list(lazy.pairs)
         todo = [i for i, p in enumerate(pairs) if dask.is_dask_collection(p)]
         for i, v in zip(todo, _compute([pairs[i] for i in todo], client, progress)):
