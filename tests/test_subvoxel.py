@@ -113,3 +113,18 @@ def test_errors_name_the_argument():
         affine_vectors(np.zeros((0, 6)), a, a, iterations=0)
     with pytest.raises(InputError, match="max_correction must be a positive number"):
         affine_vectors(np.zeros((0, 6)), a, a, max_correction=-1)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_a_rows_answer_does_not_depend_on_the_other_rows(ndim):
+    shape = (9, 61, 83)[-ndim:]
+    a = _scene(shape, seed=7, n=60)
+    b = _warp(a, np.eye(ndim), (0.4, 2.3, -1.7)[-ndim:], np.asarray(shape) / 2)
+    rng = np.random.default_rng(4)
+    n = 37                                             # odd: rows start at every alignment
+    pts = np.column_stack([rng.integers(0, s, n) for s in shape])
+    vec = np.tile(np.array([0.0, 2.0, -2.0])[-ndim:], (n, 1))
+    rows = np.column_stack([np.zeros(n), pts, vec, np.zeros(n)])
+    batch = affine_vectors(rows, a, b)
+    single = np.concatenate([affine_vectors(rows[i:i + 1], a, b) for i in range(n)])
+    np.testing.assert_array_equal(batch, single)

@@ -40,6 +40,7 @@ from ..backend import to_host
 from ..blocks import iter_blocks
 from ..dataset import InputError
 from .regions import ChunkGrid, read_region
+from .subvoxel import affine_reach, affine_vectors
 from .table import FlowTable
 
 __all__ = ["coarse_vectors", "refine_vectors", "refine_flow", "RefinePlan"]
@@ -306,6 +307,7 @@ class RefinePlan:
     max_vector: tuple[float, ...]
     spacing: tuple[float, ...] | None = None
     max_length_um: float | None = None
+    affine: bool = False
 
     @property
     def ndim(self) -> int:
@@ -331,12 +333,15 @@ class RefinePlan:
         vec = [int(math.ceil(v - 1e-9)) for v in self.max_vector]
         if self.coarse:
             vec = [max(v, s * int(k)) for v, s, k in zip(vec, self.coarse_search, f)]
+        ra, rb = affine_reach(self.ndim) if self.affine else (np.zeros(self.ndim, np.int64),) * 2
         out = []
         for frame in (0, 1):
             blo, bhi = [], []
             for a, n in enumerate(self.frame_shape):
                 k, h, s = int(f[a]), self.half_window[a], self.search[a]
                 reach = h if frame == 0 else vec[a] + s + h
+                if self.affine:     # the polish reads around the start (t) and the rounded end (t+1)
+                    reach = max(reach, int(ra[a]) if frame == 0 else vec[a] + s + 1 + int(rb[a]))
                 w0, w1 = int(lo[a]) - reach, int(hi[a]) + reach + 1
                 if self.coarse:
                     hc = self.coarse_half_window[a] + (0 if frame == 0 else self.coarse_search[a])
@@ -369,6 +374,8 @@ class RefinePlan:
                                np.asarray(self.coarse_search))
         out = _refine_core(out, a, origin_a, b, origin_b, self.frame_shape, np.asarray(self.half_window),
                            np.asarray(self.search))[0]
+        if self.affine:
+            out = affine_vectors(out, a, b, offset_t=origin_a, offset_t1=origin_b, frame_shape=self.frame_shape)
         if self.max_length_um is not None and len(out):
             length = np.sqrt(((out[:, 1 + d:1 + 2 * d] * np.asarray(self.spacing)) ** 2).sum(axis=1))
             back = length > self.max_length_um
@@ -451,7 +458,8 @@ def _gather(parts: list, ncols: int) -> np.ndarray:
 def refine_flow(flow: FlowTable, image: Any, *, coarse: bool = True, reach: Sequence[int] | int = (1, 16, 16),
                 factor: int = 4, half_window: Sequence[int] | int = (1, 3, 3),
                 search: Sequence[int] | int = (1, 4, 4), max_vector: Sequence[float] | float | None = None,
-                spacing: Sequence[float] | None = None, max_length_um: float | None = None) -> FlowTable:
+                spacing: Sequence[float] | None = None, max_length_um: float | None = None,
+                affine: bool = True) -> FlowTable:
     """Sub-voxel flow for every frame pair of a table, lazily and bounded per block.
 
     With ``coarse=True`` (default) each row's vector is first re-estimated by
@@ -459,7 +467,11 @@ def refine_flow(flow: FlowTable, image: Any, *, coarse: bool = True, reach: Sequ
     no motion, so a wrong partner from the matching is replaced by what the
     intensities say), then refined to sub-voxel precision by :func:`refine_vectors`
     within ``search`` voxels. A row without contrast or whose best shift lies on a
-    search border keeps its previous vector.
+    search border keeps its previous vector. With ``affine=True`` (default) each
+    vector is then polished by an affine Lucas-Kanade fit
+    (:func:`dask_tracking.flow.subvoxel.affine_vectors`: rotation, shear and bending
+    of the window no longer bias the translation; a fit that does not improve the
+    correlation keeps the vector).
 
     Graph: per frame pair ``t`` and spatial block of ``image``'s chunk grid, one
     task refines the rows whose start voxel lies in the block core from the
@@ -498,6 +510,9 @@ def refine_flow(flow: FlowTable, image: Any, *, coarse: bool = True, reach: Sequ
     max_length_um : float, optional
         A refined vector longer than this (um) keeps the row's input vector, so
         that the matching gate still bounds every vector.
+    affine : bool
+        Polish each vector by the affine fit (halo of frame ``t + 1`` grows by
+        :func:`dask_tracking.flow.subvoxel.affine_reach`).
 
     Returns
     -------
@@ -544,13 +559,14 @@ def refine_flow(flow: FlowTable, image: Any, *, coarse: bool = True, reach: Sequ
     plan = RefinePlan(frame_shape=tuple(int(n) for n in image.shape[1:]), coarse=bool(coarse), factor=factor,
                       reach=reach_v, half_window=half_v, search=search_v,
                       coarse_half_window=_axes("half_window", (1, 3, 3), d), max_vector=bound,
-                      spacing=sp, max_length_um=max_length_um)
+                      spacing=sp, max_length_um=max_length_um, affine=bool(affine))
     pairs = _refine_graph(flow, image, plan)
     attrs = dict(flow.attrs)
     attrs["refinement"] = {"method": "normalised correlation, coarse-to-fine, parabola sub-voxel",
                            "coarse": bool(coarse), "reach": list(reach_v), "factor": factor,
                            "half_window": list(half_v), "search": list(search_v),
-                           "max_vector": list(bound), "max_length_um": max_length_um}
+                           "max_vector": list(bound), "max_length_um": max_length_um,
+                           "affine": bool(affine)}
     return FlowTable(pairs, flow.ndim, flow.n_frames, attrs)
 
 

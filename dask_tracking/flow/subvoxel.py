@@ -180,7 +180,9 @@ def _fit(rows, a, b, grads, offs, wgt, iters, corr, ridge, shape, off_a, off_b) 
     for k in range(d):
         np.clip(idx[..., k], 0, shape[k] - 1, out=idx[..., k])
     idx = idx.astype(np.int64) - off_a
-    T = a[tuple(idx[..., k] for k in range(d))]
+    # C order: every per-row reduction below then runs along a contiguous row, in an order that does
+    # not depend on the other rows of the batch (fancy indexing may return the transposed layout)
+    T = np.ascontiguousarray(a[tuple(idx[..., k] for k in range(d))])
     wsum = wgt.sum()
     T = T - ((T * wgt).sum(axis=1) / wsum)[:, None]
     tn = np.sqrt((T * T * wgt).sum(axis=1))
