@@ -128,9 +128,14 @@ def test_lazy_flow_on_a_local_cluster(local_cluster_client, tmp_path):
 
 def test_flow_beyond_the_bound_raises_at_compute_time():
     labels, flow = moving_blobs(0, T=3)
-    tight = FlowTable(flow.pairs, 3, 3, {"gate_radius_um": 0.15})  # vectors of 2-3 voxels * 0.1 um exceed it
-    out = object_vote_chain(chunked(labels, (5, 17, 17)), tight, SPACING)   # building is fine
-    with pytest.raises(InputError, match=r"beyond the object vote's bound of .* voxels .* max_displacement_um"):
+    # a lazy table recording a gate its vectors (2-3 voxels * 0.1 um) exceed; building is fine
+    tight = FlowTable([dask.delayed(np.asarray)(p) for p in flow.pairs], 3, 3, {"gate_radius_um": 0.15})
+    out = object_vote_chain(chunked(labels, (5, 17, 17)), tight, SPACING)
+    with pytest.raises(InputError, match=r"beyond the object vote's bound of 0\.5 voxels on that axis "
+                                         r"\(bound per axis \(0\.5, 1\.5, 1\.5\) voxels.*max_displacement_um"):
+        out.compute(scheduler="sync")
+    out = object_vote_chain(chunked(labels, (5, 17, 17)), flow, SPACING, max_displacement_um=0.15)
+    with pytest.raises(InputError, match=r"flow row \d+ of pair 0 moves [\d.]+ voxels along spatial axis"):
         out.compute(scheduler="sync")
 
 

@@ -224,9 +224,14 @@ def _landed(identities: Any, rows: Any, shape_next: tuple[int, ...], spacing: An
 
 
 def _bound_voxels(flow: FlowTable, spacing: tuple[float, ...], max_displacement_um: Any) -> tuple:
-    """Bound on the flow vectors per axis, voxels, and the rows to use (computed when needed)."""
+    """Per pair the bound on the flow vectors per axis (voxels), and the rows to use.
+
+    ``max_displacement_um`` when given; else a computed table's own largest vector per
+    pair; else a lazy table's ``attrs["gate_radius_um"]``; else the lazy table computed.
+    """
     from .halo import max_displacement
 
+    n = max(flow.n_frames - 1, 0)
     if max_displacement_um is not None:
         try:
             b = float(max_displacement_um)
@@ -234,14 +239,13 @@ def _bound_voxels(flow: FlowTable, spacing: tuple[float, ...], max_displacement_
             b = -1.0
         if isinstance(max_displacement_um, bool) or not (b >= 0 and math.isfinite(b)):
             raise InputError(f"max_displacement_um must be a finite number >= 0 (um), got {max_displacement_um!r}")
-        return tuple(b / x for x in spacing), list(flow.pairs)
+        return [tuple(b / x for x in spacing)] * n, list(flow.pairs)
     gate = flow.attrs.get("gate_radius_um")
-    if gate is not None:
-        return tuple(float(gate) / x for x in spacing), list(flow.pairs)
+    if flow.is_lazy and gate is not None:
+        return [tuple(float(gate) / x for x in spacing)] * n, list(flow.pairs)
     pairs = flow.compute_pairs() if flow.is_lazy else [np.asarray(p, dtype=np.float64).reshape(-1, flow.ncols)
                                                         for p in flow.pairs]
-    per_pair = [max_displacement(p, flow.ndim) for p in pairs] or [(0.0,) * flow.ndim]
-    return tuple(float(v) for v in np.max(np.array(per_pair), axis=0)), pairs
+    return [max_displacement(p, flow.ndim) for p in pairs], pairs
 
 
 def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share: float = 0.3,
@@ -277,10 +281,11 @@ def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share
         Search radius of the nearest-voxel rule in objects that keep two identities, um
         (a halo of ``ceil(near_radius_um / spacing)`` voxels per axis).
     max_displacement_um : float, optional
-        Bound on every flow vector's length, um (sets the vote halo). Default: the
-        flow's ``attrs["gate_radius_um"]`` (``estimate_flow`` records it; no vector is
-        longer), else the largest vector of the rows (computed if lazy: a few rows
-        per marker). A row beyond the bound raises InputError when computed.
+        Bound on every flow vector's length, um (sets the vote halo). Default: a
+        computed table's own largest vector per pair; for a lazy table its
+        ``attrs["gate_radius_um"]`` (``estimate_flow`` records it; no vector is
+        longer), else the table is computed (a few rows per marker). A row beyond the
+        bound raises InputError when its pair is computed.
 
     Returns
     -------

@@ -180,7 +180,7 @@ def _apply_specs(blocks, bounds, halo, shape, spacing, radius) -> dict:
 
 
 def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[float],
-                bound_voxels: Sequence[float], *, split_share: float, start_frame: int, memory: bool,
+                bound_voxels: Sequence[Sequence[float]], *, split_share: float, start_frame: int, memory: bool,
                 near_radius_um: float, out_name: str) -> dict:
     """Task dict of :func:`~dask_tracking.reassign.object_vote.object_vote_chain`.
 
@@ -192,8 +192,10 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
         (T, ...) segmentation, one frame per chunk.
     rows : list of ndarray or key
         Flow rows per pair (an ndarray, or the key of a task that returns them).
-    spacing, bound_voxels : sequence of float
-        Voxel size (um) and the flow vectors' bound per axis (voxels).
+    spacing : sequence of float
+        Voxel size, um.
+    bound_voxels : sequence of (sequence of float)
+        Per pair, the flow vectors' bound per axis, voxels (sets the pair's vote halo).
     out_name : str
         Name of the output layer: keys ``(out_name, t, *block)``.
 
@@ -209,7 +211,6 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
     bounds = _chunk_bounds(chunks)
     blocks = list(iter_blocks(chunks))
     sp = tuple(float(s) for s in spacing)
-    h_vote = vote_halo(bound_voxels)
     h_near = halo_voxels(near_radius_um, sp)
     dsk: dict = {}
 
@@ -219,11 +220,18 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
     def lab(t, c):
         return (labels.name, t) + tuple(c)
 
-    vote_regions = {b.index: _region(bounds, _outer(b.core, h_vote, shape)) for b in blocks}
     apply_specs = _apply_specs(blocks, bounds, h_near, shape, sp, near_radius_um)
-    outers = [_outer(b.core, h_vote, shape) for b in blocks]
-    boxes = tuple((tuple(s.start for s in o), tuple(s.stop for s in o)) for o in outers)
-    rows_spec = {t: RowsSpec(boxes, sp, nd, tuple(float(x) for x in bound_voxels), t) for t in range(T - 1)}
+    by_halo: dict = {}          # vote halo -> (regions per block, source boxes)
+    rows_spec, vote_regions = {}, {}
+    for t in range(start_frame, T - 1):
+        bound = tuple(float(x) for x in bound_voxels[t])
+        h_vote = vote_halo(bound)
+        if h_vote not in by_halo:
+            outers = [_outer(b.core, h_vote, shape) for b in blocks]
+            by_halo[h_vote] = ({b.index: _region(bounds, o) for b, o in zip(blocks, outers)},
+                               tuple((tuple(s.start for s in o), tuple(s.stop for s in o)) for o in outers))
+        vote_regions[t], boxes = by_halo[h_vote]
+        rows_spec[t] = RowsSpec(boxes, sp, nd, bound, t)
 
     for t in range(T):
         for b in blocks:
@@ -243,7 +251,7 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
         dsk[k("rows", t)] = (_rows_task, rows[t], rows_spec[t])
         for i, b in enumerate(blocks):
             dsk[k("pick", t, *b.index)] = (operator.getitem, k("rows", t), i)
-            reg, cidx = vote_regions[b.index]
+            reg, cidx = vote_regions[t][b.index]
             ident = [k("ident", t, *c) for c in cidx]
             ghost = [k("ghost", t, *c) for c in cidx] if (memory and t > t0) else []
             spec = VoteSpec(reg, len(ident), len(ghost), b.core, sp)
