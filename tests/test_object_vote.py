@@ -260,3 +260,15 @@ def test_2d_bars_crossing_seams_are_chunk_invariant():
         np.testing.assert_array_equal(object_vote_chain(lab, flow, (0.1, 0.1), split_share=0.1).compute(), ref)
     assert set(np.unique(ref[:, 2:5])) == {0, 1}           # the top bar keeps its identity
     assert set(np.unique(ref[1, 7:10])) == {0, 1, 2}       # the wrong row's half is a kept second identity
+
+
+def test_respect_objects_is_the_same_for_every_chunking():
+    labels, flow = moving_blobs(1, T=3)
+    votes = np.roll(labels, 3, axis=3)                      # a voxel vote that leaks into neighbours
+    ref = np.stack([object_vote(votes[t], labels[t], split_share=0.1, spacing=SPACING, near_radius_um=0.5)
+                    for t in range(3)])
+    assert any(len(np.unique(ref[t][labels[t] == o])) > 1 for t in range(3) for o in np.unique(labels[t])[1:])
+    for c in CHUNKINGS:
+        got = respect_objects(chunked(votes, c), chunked(labels, c), split_share=0.1, spacing=SPACING,
+                              near_radius_um=0.5).compute(scheduler="sync")
+        np.testing.assert_array_equal(got, ref)
