@@ -59,6 +59,8 @@ def match_frames(post: FrameFeatures, pre: FrameFeatures, *, spacing: tuple[floa
     qb = pre.coords * np.asarray(spacing, dtype=float)
     if compat:
         if dense:
+            if _gate_exact(post, pre):
+                return _gated_dense_compat(qa, qb, post, pre, radius_um)
             return _select_dense_compat(_cost_dense_compat(qa, qb, post, pre, radius_um))
         return _sparse_compat(qa, qb, post, pre, radius_um)
     if dense:
@@ -149,6 +151,79 @@ def _ordered_sum(blocks) -> np.ndarray:
         # a reduction over the outer axis of a C-ordered (n, F) array adds row after row
         acc = np.add.reduce(flat, axis=0)
     return acc
+
+
+#: Features up to this magnitude keep every square of a difference finite (see _gate_exact).
+_GATE_FEATURE_LIMIT = 1e150
+
+
+def _gate_exact(post: FrameFeatures, pre: FrameFeatures) -> bool:
+    """Whether :func:`_gated_dense_compat` gives Nellie's dense result bit for bit here.
+
+    Nellie's sums over the (N_post, N_pre) matrix add ``x * 0 = +0.0`` for every pair
+    outside the gate, which leaves a running sum of non-negative terms unchanged; that
+    holds while every ``x`` (an absolute difference or its square) is finite.
+    """
+    for a in (post.stats, pre.stats, post.hu, pre.hu):
+        if a.size and not (np.all(np.isfinite(a)) and float(np.max(np.abs(a))) < _GATE_FEATURE_LIMIT):
+            return False
+    return True
+
+
+def _gated_dense_compat(qa, qb, post, pre, radius_um):
+    """Nellie's dense matching (cost matrix and selection) from the pairs within the gate.
+
+    The same numbers as :func:`_select_dense_compat` of :func:`_cost_dense_compat`,
+    with the 4 + n_H feature channels computed for the ``V`` gated pairs only, not for
+    all ``N_post x N_pre`` (V is a small part of them on large frames):
+
+    * the distance channel (one value per pair) is z-scored on the whole matrix, as
+      Nellie does (NumPy sums it pairwise, so its zeros outside the gate matter);
+    * the feature channels' sums over the matrix are sums in C order (NumPy adds the
+      (N, M, F) matrix row after row), where a pair outside the gate adds ``+0.0``:
+      the same sums over the gated pairs in C order (``np.nonzero`` order) give the
+      same bits (:func:`_gate_exact` checks the features keep this exact);
+    * each gated pair's float16 terms and their float16 sum are Nellie's element
+      operations; a pair outside the gate costs ``+inf``, so the row (column) argmin
+      over the matrix is the first smallest gated cost of the row (column), and rows
+      or columns without a gated pair emit nothing.
+    """
+    dist = cdist(qa, qb)
+    mask = dist < radius_um
+    dist = dist / radius_um
+    i, j = np.nonzero(mask)
+    if len(i) == 0:
+        return _EMPTY
+    mexp = mask[..., None]
+    m = dist[..., None]
+    total = np.sum(mexp)
+    mean_d = np.sum(m * mexp, axis=(0, 1)) / total
+    var_d = np.sum((m - mean_d) ** 2 * mexp, axis=(0, 1)) / total
+    zd = ((dist[i, j][:, None] - mean_d) / (np.sqrt(var_d) + 1e-8)).astype(np.float16)
+    del m, mexp
+    terms = [zd]
+    for a, b in ((post.stats, pre.stats), (post.hu, pre.hu)):
+        x = np.abs(a[i].astype(np.float64) - b[j].astype(np.float64))     # (V, F), C order of (i, j)
+        mean = _ordered_sum([x * 1.0]) / total
+        var = _ordered_sum([(x - mean) ** 2]) / total
+        terms.append((((x - mean) / (np.sqrt(var) + 1e-8)) / x.shape[1]).astype(np.float16))
+    t16 = np.concatenate(terms, axis=1).astype(np.float16)
+    cost = np.nansum(t16, axis=1).astype(np.float16).astype(np.float32)
+    if not np.all(np.isfinite(cost)):  # an overflowing term: let the whole matrix decide
+        return _select_dense_compat(_cost_dense_compat(qa, qb, post, pre, radius_um))
+    return _select_pairs(i.astype(np.int64), j.astype(np.int64), cost)
+
+
+def _select_pairs(i: np.ndarray, j: np.ndarray, cost: np.ndarray):
+    """:func:`_select_dense_compat` on a cost matrix given by its finite entries (the rest +inf)."""
+    o = np.lexsort((j, cost, i))                      # per row: smallest cost, then first column
+    first = o[np.r_[True, i[o][1:] != i[o][:-1]]]
+    rk = first[~(cost[first] > COST_CUTOFF)]           # rows ascending (first is sorted by i)
+    o = np.lexsort((i, cost, j))                      # per column: smallest cost, then first row
+    firstc = o[np.r_[True, j[o][1:] != j[o][:-1]]]
+    ck = firstc[~(cost[firstc] > COST_CUTOFF)]
+    return (np.concatenate((i[rk], i[ck])).astype(np.int64), np.concatenate((j[rk], j[ck])).astype(np.int64),
+            np.concatenate((cost[rk], cost[ck])).astype(np.float32))
 
 
 def _select_dense_compat(cost: np.ndarray):

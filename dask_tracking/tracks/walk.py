@@ -117,11 +117,70 @@ def _split(em: tuple[np.ndarray, Emission], i: int) -> Any:
     return em[i]
 
 
+#: A chunk is walked in pieces of at least this many points (smaller pieces cost more in
+#: per-step task overhead than they gain) ...
+MIN_PIECE = 16_384
+#: ... so that a walk has at least this many pieces when it has the points for them: the
+#: threads or workers share every step even when the seeds fit in one or two chunks.
+MIN_PIECES = 8
+
+
+def _piece_bounds(chunks: Sequence[np.ndarray]) -> list[list[int]]:
+    """Per chunk, the bounds of its pieces (near-equal parts, in order)."""
+    sizes = [len(c) for c in chunks]
+    total = sum(sizes)
+    want = min(MIN_PIECES, max(1, total // MIN_PIECE))
+    out = []
+    for n in sizes:
+        parts = max(1, min(-(-want * n // max(total, 1)), n // MIN_PIECE or 1))
+        out.append([int(round(i * n / parts)) for i in range(parts + 1)])
+    return out
+
+
+def _join(pieces: Sequence[Emission], starts: Sequence[int]) -> Emission:
+    """One chunk's emission from its pieces' (piece-local indices shifted to the chunk)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    index = np.concatenate([p.index + s for p, s in zip(pieces, starts)])
+    moved = np.concatenate([p.moved for p in pieces])
+    start = None if pieces[0].start is None else np.concatenate([p.start for p in pieces])
+    return Emission(index, start, moved)
+
+
+def _join_positions(pieces: Sequence[np.ndarray]) -> np.ndarray:
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
 def walk_lazy(chunks: Sequence[np.ndarray], frames: Sequence[int], anchors: dict[int, Any],
               params: WalkParams) -> tuple[list[list[Any]], list[Any]]:
-    """The walk as Delayed objects: ``(steps, final)`` (see :func:`walk`)."""
+    """The walk as Delayed objects: ``(steps, final)`` (see :func:`walk`).
+
+    ``steps[s][c]`` is chunk ``c``'s :class:`Emission` at step ``s``. Each chunk walks
+    in pieces (:data:`MIN_PIECE`, :data:`MIN_PIECES`); the rows do not depend on it.
+    """
+    bounds = _piece_bounds(chunks)
+    pieces = [np.asarray(c, dtype=np.float64)[a:b] for c, bd in zip(chunks, bounds)
+              for a, b in zip(bd[:-1], bd[1:])]
+    owner = [(ci, bd[k]) for ci, bd in enumerate(bounds) for k in range(len(bd) - 1)]
+    psteps, pfinal = _walk_pieces(pieces, frames, anchors, params)
+    if len(pieces) == len(chunks):
+        return psteps, pfinal
+    join = dask.delayed(_join, pure=True)
+    join_pos = dask.delayed(_join_positions, pure=True)
+
+    def of_chunk(items, ci):
+        return [x for x, (c, _) in zip(items, owner) if c == ci]
+
+    starts = [[s for c, s in owner if c == ci] for ci in range(len(chunks))]
+    steps = [[join(of_chunk(st, ci), starts[ci]) for ci in range(len(chunks))] for st in psteps]
+    final = [join_pos(of_chunk(pfinal, ci)) for ci in range(len(chunks))]
+    return steps, final
+
+
+def _walk_pieces(chunks: Sequence[np.ndarray], frames: Sequence[int], anchors: dict[int, Any],
+                 params: WalkParams) -> tuple[list[list[Any]], list[Any]]:
     offsets = _offsets(chunks)
-    state: list[Any] = [np.asarray(c, dtype=np.float64) for c in chunks]
+    state: list[Any] = list(chunks)
     steps: list[list[Any]] = []
     for s, t in enumerate(frames):
         a = anchors[t]
