@@ -12,7 +12,8 @@ All four are ON in the default mode (``run(..., accuracy=None)``, the default);
   :func:`dask_tracking.reassign.object_vote.object_vote_chain` (identities decided per
   object of each frame, no leak into a touching neighbour);
 * ``"living_tracks"``: :func:`dask_tracking.label_tracks` with
-  ``fallback_radius_um`` and ``keep_outside=True`` (flags and end reasons recorded).
+  ``fallback_radius_um="auto"`` (4 x the radius) and ``keep_outside=True`` (flags and
+  end reasons recorded).
 
 None of them applies with ``compat="nellie"`` (there ``accuracy=None`` means none).
 """
@@ -38,7 +39,7 @@ class AccuracyOptions:
     one_to_one: bool = False
     object_vote: bool = False
     living_tracks: bool = False
-    fallback_radius_um: float = 2.0
+    fallback_radius_um: float | None = None     # None: label_tracks' 'auto' (4 x the radius)
 
     @property
     def any(self) -> bool:
@@ -54,8 +55,9 @@ class AccuracyOptions:
     def track_kwargs(self) -> dict:
         """Keywords for :func:`dask_tracking.label_tracks`."""
         if not self.living_tracks:
-            return {}
-        return {"fallback_radius_um": self.fallback_radius_um, "keep_outside": True}
+            return {"fallback_radius_um": None, "keep_outside": False}
+        return {"fallback_radius_um": "auto" if self.fallback_radius_um is None else self.fallback_radius_um,
+                "keep_outside": True}
 
 
 def resolve_accuracy(accuracy: Any, compat: str | None = None) -> AccuracyOptions:

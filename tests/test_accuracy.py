@@ -104,8 +104,12 @@ def test_refinement_recovers_subvoxel_shift(shift):
     np.testing.assert_allclose(out[0, 4:7], shift, atol=0.15)
     assert out[0, 7] == 1.0 and np.all(out[0, :4] == rows[0, :4])
     lazy = refine_flow(FlowTable([rows], 3, 2), np.stack([a, b]), coarse=False, half_window=(1, 4, 4),
-                       search=(1, 8, 8))
+                       search=(1, 8, 8), affine=False)
     np.testing.assert_allclose(lazy.compute_pairs()[0], out)
+    # with the affine polish (the default) the vector is closer still
+    polished = refine_flow(FlowTable([rows], 3, 2), np.stack([a, b]), coarse=False, half_window=(1, 4, 4),
+                           search=(1, 8, 8)).compute_pairs()[0]
+    np.testing.assert_allclose(polished[0, 4:7], shift, atol=0.05)
 
 
 def test_refinement_keeps_flat_patches_and_checks_input():
@@ -147,18 +151,25 @@ def test_accuracy_options_beat_compat_on_small_hard_scenario(tmp_path):
     import dask_tracking as dt
 
     ds = synthetic_hard(**SMALL)
-    ds = ds.replace(**{n: v.persist() for n, v in ds.arrays().items()})
+    ds = ds.replace(**{n: v.persist(scheduler="threads") for n, v in ds.arrays().items()})
     with dask.config.set(scheduler="threads", num_workers=2):
         dt.run(ds, tmp_path / "compat.zarr", compat="nellie", tracks=True, track_start_frame=0)
-        dt.run(ds, tmp_path / "acc.zarr", tracks=True, accuracy=True)
+        dt.run(ds, tmp_path / "acc.zarr", tracks=True)                  # the default: options on
         rc = evaluate(tmp_path / "compat.zarr", ds)
         rb = evaluate(tmp_path / "acc.zarr", ds)
+    import zarr
+
+    from dask_tracking.accuracy import ACCURACY_OPTIONS
+
+    assert zarr.open_group(str(tmp_path / "acc.zarr"), mode="r").attrs["parameters"]["accuracy"] == \
+        list(ACCURACY_OPTIONS)
     assert rc.flow["rows"] > 0 and rb.flow["rows"] > 0
     assert rb.flow["epe_median_um"] < rc.flow["epe_median_um"]
     assert rb.flow["wrong_object_share"] <= rc.flow["wrong_object_share"] + 1e-9
     assert rb.last("labels", "identity_accuracy") >= rc.last("labels", "identity_accuracy")
     assert min(rb.labels["coverage"]) >= 0.98
     assert rb.last("tracks", "alive_share") >= rc.last("tracks", "alive_share")
+    assert rb.last("tracks", "position_error_median_um") < rc.last("tracks", "position_error_median_um")
     with pytest.raises(InputError, match="cannot be used with compat='nellie'"):
         dt.run(ds, tmp_path / "x.zarr", compat="nellie", accuracy=True)
     with pytest.raises(InputError, match="accuracy must be True, False or names"):
@@ -195,10 +206,13 @@ def test_tracks_live_with_fallback_and_flags():
     import dask_tracking as dt
 
     ds = synthetic_hard(**SMALL)
-    ds = ds.replace(**{n: v.persist() for n, v in ds.arrays().items()})
-    flow = dt.estimate_flow(ds).persist()
-    base = dt.label_tracks(ds, flow, skip_coords=7)
+    ds = ds.replace(**{n: v.persist(scheduler="threads") for n, v in ds.arrays().items()})
+    flow = dt.estimate_flow(ds).persist(scheduler="threads")
+    base = dt.label_tracks(ds, flow, skip_coords=7, fallback_radius_um=None, keep_outside=False)
     alive = dt.label_tracks(ds, flow, skip_coords=7, fallback_radius_um=2.0, keep_outside=True)
+    auto = dt.label_tracks(ds, flow, skip_coords=7)                   # the default: 4 x the 0.5 um radius
+    np.testing.assert_array_equal(auto.data, alive.data)
+    assert auto.attrs["fallback_radius_um"] == 2.0 and auto.attrs["keep_outside"] is True
     last = ds.n_frames - 1
 
     def n_last(tr):

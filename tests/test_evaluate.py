@@ -21,8 +21,8 @@ KW = dict(n_frames=3, n_pairs=1, shape=(8, 64, 96), seed=3)
 @pytest.fixture(scope="module")
 def hard():
     ds = synthetic_hard(**KW)
-    return ds.replace(**{n: v.persist() for n, v in ds.arrays().items()},
-                      truth=ds.truth.__class__(objects=ds.truth.objects.persist(), geometry=ds.truth.geometry,
+    return ds.replace(**{n: v.persist(scheduler="threads") for n, v in ds.arrays().items()},
+                      truth=ds.truth.__class__(objects=ds.truth.objects.persist(scheduler="threads"), geometry=ds.truth.geometry,
                                                spacing=ds.truth.spacing, dt=ds.truth.dt,
                                                n_frames=ds.truth.n_frames))
 

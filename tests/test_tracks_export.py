@@ -24,7 +24,7 @@ def test_round_trip(tracks, tmp_path, name):
     p = write_tracks(tracks, tmp_path / name)
     back = read_tracks(p)
     np.testing.assert_allclose(back.data, tracks.data, rtol=0, atol=0 if name != "t.csv" else 1e-12)
-    assert set(back.properties) == {"frame_num", "label"}
+    assert set(back.properties) == {"frame_num", "label", "outside", "end_reason"}
     for k, v in tracks.properties.items():
         np.testing.assert_array_equal(back.properties[k], v)
     with pytest.raises(InputError, match="exists; pass overwrite=True"):
@@ -35,7 +35,7 @@ def test_round_trip(tracks, tmp_path, name):
 def test_csv_columns_and_nellie_pairs(tracks, tmp_path):
     p = write_tracks(tracks, tmp_path / "tracks.csv")
     df = pd.read_csv(p)
-    assert list(df.columns) == ["track_id", "t", "z", "y", "x", "frame_num", "label"]
+    assert list(df.columns) == ["track_id", "t", "z", "y", "x", "frame_num", "label", "outside", "end_reason"]
     assert df["track_id"].dtype == np.int64 and df["t"].dtype == np.int64
     # a (data, properties) pair as Nellie returns it, written as napari tracks
     data = [[0, 0, 1.0, 2.0], [0, 1, 1.5, 2.5]]

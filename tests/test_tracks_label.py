@@ -91,7 +91,7 @@ def test_tracks_follow_true_motion_on_a_synthetic_movie():
     from dask_tracking.datasets import synthetic
 
     ds = synthetic(ndim=3, n_frames=11, seed=0)
-    flow = dt.estimate_flow(ds).persist()
+    flow = dt.estimate_flow(ds).persist(scheduler="threads")
     fixed = dt.label_tracks(ds, flow)
     nellie = dt.label_tracks(ds, flow, compat="nellie")
     seeds = fixed.data[fixed.data[:, 1] == 0]

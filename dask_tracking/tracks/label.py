@@ -45,8 +45,8 @@ def label_tracks(
     compat: Any = None,
     labels: Any = None,
     chunk_size: int = DEFAULT_SEED_CHUNK,
-    fallback_radius_um: float | None = None,
-    keep_outside: bool = False,
+    fallback_radius_um: Any = "auto",
+    keep_outside: bool | None = None,
 ) -> Tracks:
     """Track every voxel of a label (or of all labels) from a start frame, both ways in time.
 
@@ -90,14 +90,16 @@ def label_tracks(
         default ``dataset.labels``.
     chunk_size : int
         Seeds per chunk.
-    fallback_radius_um : float, optional
-        Default mode only (accuracy option, issue 11): a point with no flow within the
-        radius takes the vector interpolated within this larger radius (um) instead of
-        ending its track.
-    keep_outside : bool
+    fallback_radius_um : float, "auto" or None
+        Default mode only (accuracy option "living_tracks", issue 11): a point with no
+        flow within the radius takes the vector interpolated within this larger radius
+        (um) instead of ending its track. ``"auto"`` (default): 4 x the radius in the
+        default mode, off with ``compat="nellie"``; None: off (the reference behaviour).
+    keep_outside : bool, optional
         Default mode only: keep points whose rounded position lies outside every
         label (flagged ``properties["outside"] = 1``) instead of dropping them, so a
-        track does not get gaps when the segmentation misses its point.
+        track does not get gaps when the segmentation misses its point. Default
+        (None): on in the default mode, off with ``compat="nellie"``.
 
     Returns
     -------
@@ -150,6 +152,12 @@ def label_tracks(
     fw_frames = list(range(start, end)) if start < end else []
     bw_frames = list(range(start, -1, -1)) if start > 0 else []
     fallback = None
+    if isinstance(fallback_radius_um, str):
+        if fallback_radius_um != "auto":
+            raise InputError(f"fallback_radius_um must be a number (um), 'auto' or None, got {fallback_radius_um!r}")
+        fallback_radius_um = 4.0 * radius if mode is None else None
+    if keep_outside is None:
+        keep_outside = mode is None
     if fallback_radius_um is not None and mode is None:
         fallback = float(fallback_radius_um)
         if not np.isfinite(fallback) or fallback <= radius:
