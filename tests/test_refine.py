@@ -96,6 +96,16 @@ def test_fine_step_only_and_2d_equal_whole_frames(textured):
         np.testing.assert_array_equal(got2.to_numpy(scheduler="sync"), want2)
 
 
+def test_row_batches_do_not_change_the_bits(textured, monkeypatch):
+    import dask_tracking.flow.refine as R
+
+    movie, table = textured
+    want = _reference(table, movie)
+    monkeypatch.setattr(R, "_BATCH", 7)                   # rows are searched in batches of 7
+    got = refine_flow(table, da.from_array(movie, chunks=(1, 7, 61, 83)), max_vector=(4, 10, 10))
+    np.testing.assert_array_equal(got.to_numpy(scheduler="sync"), want)
+
+
 def test_distributed_cluster_gives_the_same_rows(textured, local_cluster_client):
     movie, table = textured
     want = _reference(table, movie)

@@ -89,24 +89,36 @@ def _check_factor(factor: Any) -> int:
 
 
 # ---------------------------------------------------------------- kernels
-def _patches(img: np.ndarray, origin: Sequence[int], frame_shape: Sequence[int], centers: np.ndarray,
-             half: np.ndarray) -> np.ndarray:
-    """(n, prod(2*half+1)) float64 patches around integer centres, edge-padded at the frame edge.
+#: Rows per batch of the correlation search (its memory is about 20 kB per row).
+_BATCH = 4096
+
+
+def _boxes(img: np.ndarray, origin: Sequence[int], frame_shape: Sequence[int], centers: np.ndarray,
+           half: np.ndarray) -> np.ndarray:
+    """(n, 2*half+1 ...) float64 boxes around integer centres, edge-padded at the frame edge.
 
     ``img`` is the window of the frame that starts at ``origin`` (frame voxels);
-    it must hold every clipped patch voxel.
+    it must hold every clipped box voxel.
     """
-    offs = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), -1)
-    offs = offs.reshape(-1, len(half))
+    d = len(frame_shape)
     idx = []
     for a, n in enumerate(frame_shape):
-        i = np.clip(centers[:, a, None] + offs[None, :, a], 0, n - 1) - int(origin[a])
+        h = int(half[a])
+        i = np.clip(centers[:, a, None] + np.arange(-h, h + 1)[None, :], 0, n - 1) - int(origin[a])
         if i.size and (i.min() < 0 or i.max() >= img.shape[a]):
             raise RuntimeError(f"refinement window too small on axis {a}: needs frame voxels "
                                f"{i.min() + origin[a]}..{i.max() + origin[a]}, has "
                                f"{origin[a]}..{origin[a] + img.shape[a] - 1}")
-        idx.append(i)
-    return img[tuple(idx)].astype(np.float64)
+        shape = [len(centers)] + [1] * d
+        shape[a + 1] = 2 * h + 1
+        idx.append(i.reshape(shape))
+    return np.asarray(img[tuple(idx)], dtype=np.float64)
+
+
+def _patches(img: np.ndarray, origin: Sequence[int], frame_shape: Sequence[int], centers: np.ndarray,
+             half: np.ndarray) -> np.ndarray:
+    """(n, prod(2*half+1)) float64 patches (C order of the offsets) around integer centres."""
+    return _boxes(img, origin, frame_shape, centers, half).reshape(len(centers), -1)
 
 
 def _downsample(img: np.ndarray, f: int) -> np.ndarray:
@@ -132,11 +144,18 @@ def _downsample(img: np.ndarray, f: int) -> np.ndarray:
 def _refine_core(rows: np.ndarray, a: np.ndarray, origin_a: Sequence[int], b: np.ndarray,
                  origin_b: Sequence[int], frame_shape: Sequence[int], half: np.ndarray, srch: np.ndarray,
                  subvoxel: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The correlation search of each row (row by row: the result of a row does not depend on the others)."""
+    """The correlation search of each row (row by row: the result of a row does not depend on the others).
+
+    Rows are processed in batches of :data:`_BATCH` (bounded memory, same bits).
+    """
     rows = np.array(rows, dtype=np.float64, copy=True)
     d = len(frame_shape)
     if len(rows) == 0:
         return rows, np.zeros(0, bool)
+    if len(rows) > _BATCH:
+        parts = [_refine_core(rows[i:i + _BATCH], a, origin_a, b, origin_b, frame_shape, half, srch, subvoxel)
+                 for i in range(0, len(rows), _BATCH)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     start = np.rint(rows[:, 1:1 + d]).astype(np.int64)
     vec = rows[:, 1 + d:1 + 2 * d]
     end = np.rint(start + vec).astype(np.int64)
@@ -145,8 +164,10 @@ def _refine_core(rows: np.ndarray, a: np.ndarray, origin_a: Sequence[int], b: np
     norm_ref = np.sqrt((ref ** 2).sum(axis=1))
     shifts = np.stack(np.meshgrid(*[np.arange(-s, s + 1) for s in srch], indexing="ij"), -1).reshape(-1, d)
     ssd = np.empty((len(rows), len(shifts)))
+    box = _boxes(b, origin_b, frame_shape, end, half + srch)     # every shifted patch is a slice of it
     for j, sh in enumerate(shifts):
-        q = _patches(b, origin_b, frame_shape, end + sh, half)
+        sl = tuple(slice(int(s + k), int(s + k + 2 * h + 1)) for k, s, h in zip(sh, srch, half))
+        q = box[(slice(None),) + sl].reshape(len(rows), -1)
         q = q - q.mean(axis=1, keepdims=True)
         nq = np.sqrt((q ** 2).sum(axis=1))
         # 1 - normalised correlation: insensitive to brightness (bleaching)
