@@ -40,7 +40,15 @@ def execute(name: str, tmp_path: Path, env: dict[str, str] | None = None) -> tup
     out_root = tmp_path / "out"
     work = tmp_path / "work"
     work.mkdir()
+    # a "python3" kernel spec for this interpreter, first on JUPYTER_PATH: a stale user kernel spec
+    # (one that names a deleted environment) must not decide which Python runs the notebook
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (tests)", "language": "python"}))
     settings = {
+        "JUPYTER_PATH": os.pathsep.join([str(tmp_path / "jupyter"), os.environ.get("JUPYTER_PATH", "")]),
         "DASK_TRACKING_NOTEBOOK_SMALL": "1",
         "DASK_TRACKING_NOTEBOOK_OUT": str(out_root),
         "DASK_TRACKING_SHARED_DATA": str(SHARED_DATA),
