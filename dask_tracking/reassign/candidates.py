@@ -217,7 +217,8 @@ def _inside(coords: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequence[float],
                         radius_um: float, *, compat: str | None = None,
-                        index_prev: FrameIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        index_prev: FrameIndex | None = None,
+                        index_next: FrameIndex | None = None) -> tuple[np.ndarray, ...]:
     """Where the flow moves the labelled voxels of one block of frame t.
 
     Parameters
@@ -228,6 +229,10 @@ def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequ
         Start points of the rows of pair (t, t+1).
     index_prev : FrameIndex, optional
         Whole-frame index of frame t (``compat="nellie"``: the batch's ``K``).
+    index_next : FrameIndex, optional
+        ``compat="nellie"``: whole-frame index of frame t+1. The nearest voxel of each
+        prediction is then looked up here, once, instead of in every block whose core
+        it lands near (:func:`block_candidates` takes either form).
 
     Returns
     -------
@@ -235,6 +240,10 @@ def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequ
         The voxels that received a vector, raster order.
     predicted : (m, d) float64
         ``source + vector``, voxels at frame t+1.
+    match : (m, d) int64, with ``index_next`` only
+        The labelled voxel of frame t+1 nearest to each prediction (Nellie's tie rule).
+    error : (m,) float64, with ``index_next`` only
+        ``||predicted - match||`` in um (a float32 value, as Nellie computes it).
     """
     nd = len(spacing)
     sources = np.asarray(sources, dtype=np.int64).reshape(-1, nd)
@@ -246,7 +255,13 @@ def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequ
                      index_prev.k_forward if nellie else None, first,
                      index_prev.counts_of(sources, True) if nellie else None)
     ok = ~np.isnan(v).any(axis=1)
-    return sources[ok], sources[ok] + v[ok]
+    src, pred = sources[ok], sources[ok] + v[ok]
+    if not nellie or index_next is None:
+        return src, pred
+    if len(pred) == 0 or index_next.tree is None:  # no voxel at t+1: no forward candidate anywhere
+        return src[:0], pred[:0], np.zeros((0, nd), np.int64), np.zeros(0, np.float64)
+    match = _nearest_match(pred, index_next, index_next.coords, spacing)
+    return src, pred, match, _error(pred, match, spacing).astype(np.float64)
 
 
 def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_points: np.ndarray,
@@ -258,9 +273,10 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
 
     Parameters
     ----------
-    forward : list of (source, predicted)
+    forward : list of (source, predicted) or (source, predicted, match, error)
         :func:`forward_predictions` of the frame-t blocks that overlap the core
-        plus the source halo (the only ones whose predictions can land in the core).
+        plus the source halo (the only ones whose predictions can land in the core);
+        with their matches (``compat="nellie"``) the nearest-voxel search is not redone.
     prev_points : (n, d) int64
         Labelled voxels of frame t in the core plus the source halo, raster order
         (the nearest-voxel candidates of backward predictions; unused with
@@ -301,7 +317,17 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
     parts = []
 
     # forward: predictions landing near the core -> nearest voxel of t+1
-    if len(core_targets) and len(forward):
+    if len(core_targets) and len(forward) and nellie and all(len(f) == 4 for f in forward):
+        src = np.concatenate([np.asarray(f[0], dtype=np.int64).reshape(-1, nd) for f in forward])
+        match = np.concatenate([np.asarray(f[2], dtype=np.int64).reshape(-1, nd) for f in forward])
+        err = np.concatenate([np.asarray(f[3], dtype=np.float64).reshape(-1) for f in forward])
+        keep = (err < radius_um) & _inside(match, lo, hi)
+        src, match, err = src[keep], match[keep], err[keep]
+        if len(src):
+            shape_hint = np.maximum(src.max(axis=0) + 1, 1)
+            order = np.argsort(np.ravel_multi_index(tuple(src.T), tuple(shape_hint)), kind="stable")
+            parts.append((src[order], match[order], err[order]))
+    elif len(core_targets) and len(forward):
         margin = radius_um / sp + 1.0
         src = [np.asarray(f[0], dtype=np.int64).reshape(-1, nd) for f in forward]
         pred = [np.asarray(f[1], dtype=np.float64).reshape(-1, nd) for f in forward]

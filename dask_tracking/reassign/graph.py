@@ -107,8 +107,9 @@ def _core(c: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in c)
 
 
-def _forward_task(vox: BlockVoxels, a_fw, spacing, radius, compat, idx_prev):
-    return forward_predictions(vox.coords(), a_fw, spacing, radius, compat=compat, index_prev=idx_prev)
+def _forward_task(vox: BlockVoxels, a_fw, spacing, radius, compat, idx_prev, idx_next=None):
+    return forward_predictions(vox.coords(), a_fw, spacing, radius, compat=compat, index_prev=idx_prev,
+                               index_next=idx_next)
 
 
 def _candidates_task(forward, src_pieces, src_box, tgt_pieces, tgt_box, core, a_bw, spacing, radius,
@@ -288,7 +289,8 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     for t in range(T - 1):
         for b in blocks:
             dsk[k("fwd", t, *b.index)] = (_forward_task, k("voxels", t, *b.index), k("anchors-fw", t), sp, r,
-                                          params.compat, k("index", t) if nellie else None)
+                                          params.compat, k("index", t) if nellie else None,
+                                          k("index", t + 1) if nellie else None)
 
     # candidates and best matches per (pair, target block)
     src_regions: dict = {}
