@@ -219,10 +219,30 @@ def parity(paths: dict, nellie: dict, ours: dict) -> dict:
 
 
 # ------------------------------------------------------------------ driver
+def earlier_nellie(path: Path) -> tuple[dict, dict] | None:
+    """Nellie's figures of an earlier result file of the same size, and where they come from.
+
+    Used when a size is re-run without Nellie (``--modes compat``): Nellie's stages at
+    8x8 tiles take more than 20 minutes, so its earlier run is kept, marked as such.
+    """
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    if not old.get("nellie"):
+        return None
+    src = old.get("nellie_earlier") or {
+        "commit": old.get("machine", {}).get("commit"), "date_utc": old.get("machine", {}).get("date_utc"),
+        "loadavg_at_start": old.get("machine", {}).get("loadavg_at_start"), "command": old.get("command")}
+    return old["nellie"], src
+
+
 def bench_size(n: int, frames: int, *, workers: int, memory_limit: str, timeout: float,
                modes=("nellie", "compat", "default"), chunks=(17, 256, 256),
-               nellie_cpu_features: str = "no-avx512") -> dict:
+               nellie_cpu_features: str = "no-avx512", keep_nellie: bool = True) -> dict:
     paths = make_inputs.make(n, frames, chunks=chunks)
+    suffix = "" if nellie_cpu_features == "no-avx512" else f"_{nellie_cpu_features}"
+    res_path = RESULTS / f"side_by_side_x{n}_t{frames}_w{workers}{suffix}.json"
+    earlier = earlier_nellie(res_path) if ("nellie" not in modes and keep_nellie) else None
     OUT.mkdir(parents=True, exist_ok=True)
     z = paths["zarr"]
     import zarr
@@ -241,6 +261,10 @@ def bench_size(n: int, frames: int, *, workers: int, memory_limit: str, timeout:
     for tag in ("compat", "default"):
         shutil.rmtree(OUT / f"{z.stem}_{'nellie' if tag == 'compat' else 'default'}_w{workers}.zarr",
                       ignore_errors=True)
+    if earlier is not None:
+        result["nellie"], result["nellie_earlier"] = earlier
+        print(f"  x{n} nellie  kept from the earlier run of {earlier[1].get('date_utc')} "
+              f"(commit {earlier[1].get('commit')})", flush=True)
     if "nellie" in modes:
         nellie_env.ensure()
         result["nellie"] = {}
@@ -267,11 +291,11 @@ def bench_size(n: int, frames: int, *, workers: int, memory_limit: str, timeout:
         result["read_floor"][s] = r
         print(f"  x{n} read    {s:9s} {_fmt(r)}", flush=True)
     if "nellie" in result and "compat" in result:
+        # with an earlier Nellie run: against its outputs still on disk (the same inputs)
         result["parity"] = parity(paths, result["nellie"], result["compat"])
         print(f"  x{n} parity  {json.dumps(result['parity'])[:400]}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "" if nellie_cpu_features == "no-avx512" else f"_{nellie_cpu_features}"
-    out = RESULTS / f"side_by_side_x{n}_t{frames}_w{workers}{suffix}.json"
+    out = res_path
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -296,12 +320,16 @@ def main(argv=None) -> int:
                    choices=["nellie", "compat", "default"])
     p.add_argument("--nellie-cpu-features", default="no-avx512", choices=["no-avx512", "native"],
                    help="NumPy dispatch of the Nellie runs (see nellie_env_vars)")
+    p.add_argument("--no-keep-nellie", action="store_true",
+                   help="without 'nellie' in --modes, drop Nellie's figures of the earlier result file "
+                        "(default: keep them, marked as an earlier run)")
     a = p.parse_args(argv)
     for n in a.tiles:
         frames = a.frames_8 if (n == 8 and a.frames_8) else a.frames
         print(f"size x{n}, {frames} frames", flush=True)
         bench_size(n, frames, workers=a.workers, memory_limit=a.memory_limit, timeout=a.timeout,
-                   modes=tuple(a.modes), nellie_cpu_features=a.nellie_cpu_features)
+                   modes=tuple(a.modes), nellie_cpu_features=a.nellie_cpu_features,
+                   keep_nellie=not a.no_keep_nellie)
     return 0
 
 

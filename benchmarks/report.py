@@ -119,6 +119,9 @@ def side_by_side_table(rows: list[dict]) -> list[str]:
         shape = " x ".join(str(s) for s in d["shape"])
         shape += "; ours: " + (f"LocalCluster {d['workers']} x 1 thread" if d.get("workers")
                                else "threaded scheduler, 2 threads")
+        if d.get("nellie_earlier"):
+            e = d["nellie_earlier"]
+            shape += f"; Nellie: earlier run, {e.get('date_utc')}, load {_load_str(e.get('loadavg_at_start'))}"
         for stage in STAGES + ("total",):
             if stage == "total":
                 nl, cp, df = _total(d.get("nellie")), _total(d.get("compat")), _total(d.get("default"))
@@ -143,6 +146,10 @@ def side_by_side_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def _load_str(load) -> str:
+    return "–" if not load else "/".join(f"{x:.1f}" for x in load)
+
+
 def targets(rows: list[dict]) -> list[str]:
     """The issue's targets, checked against the rows measured on the threaded scheduler."""
     rows = sorted([d for d in rows if not d.get("workers")], key=lambda d: d["tiles"])
@@ -159,17 +166,27 @@ def targets(rows: list[dict]) -> list[str]:
     sp, mem = [], []
     for d in rows:
         nl, cp = _total(d.get("nellie")), _total(d.get("compat"))
-        sp.append(f"x{d['tiles']} {_speedup(nl, cp)}")
+        sp.append(f"x{d['tiles']} {_speedup(nl, cp)}" + (" (Nellie: earlier run)" if d.get("nellie_earlier") else ""))
         if nl and cp and cp.get("ok") and nl.get("peak_rss_mb"):
             mem.append(f"x{d['tiles']} {cp['peak_rss_mb']:.0f} vs {nl['peak_rss_mb']:.0f} MB")
     out.append("- whole stage faster than Nellie (10x wanted at x4): " + ", ".join(sp) + ".")
+    out.append("- load average (1/5/15 min) at the start of each size: " + ", ".join(
+        f"x{d['tiles']} {_load_str(d.get('machine', {}).get('loadavg_at_start'))} "
+        f"({d.get('machine', {}).get('date_utc')}, commit `{d.get('machine', {}).get('commit')}`)" for d in rows) + ".")
     out.append("- peak memory below Nellie's (ours vs Nellie, largest stage): " + ", ".join(mem) + ".")
     by = {d["tiles"]: d for d in rows}
     if 4 in by and 8 in by:
         a, b = _total(by[4].get("compat")), _total(by[8].get("compat"))
         if a and b and a.get("ok") and b.get("ok"):
+            per = []
+            for st in STAGES:
+                pa, pb = by[4]["compat"].get(st, {}), by[8]["compat"].get(st, {})
+                if pa.get("ok") and pb.get("ok"):
+                    per.append(f"{STAGE_NAMES[st].split(' (')[0]} {pa['peak_rss_mb']:.0f} -> {pb['peak_rss_mb']:.0f} MB "
+                               f"({(pb['peak_rss_mb'] / pa['peak_rss_mb'] - 1) * 100:+.0f}%)")
             out.append(f"- memory flat from x4 to x8 (within 20% wanted): {a['peak_rss_mb']:.0f} -> "
-                       f"{b['peak_rss_mb']:.0f} MB ({(b['peak_rss_mb'] / a['peak_rss_mb'] - 1) * 100:+.0f}%).")
+                       f"{b['peak_rss_mb']:.0f} MB ({(b['peak_rss_mb'] / a['peak_rss_mb'] - 1) * 100:+.0f}%)"
+                       + (f"; per stage: {', '.join(per)}" if per else "") + ".")
     if 8 in by:
         cp = _total(by[8].get("compat"))
         floors = [_run(by[8].get("read_floor", {}).get(s)) for s in STAGES]
