@@ -104,6 +104,9 @@ def test_row_batches_do_not_change_the_bits(textured, monkeypatch):
     monkeypatch.setattr(R, "_BATCH", 7)                   # rows are searched in batches of 7
     got = refine_flow(table, da.from_array(movie, chunks=(1, 7, 61, 83)), max_vector=(4, 10, 10))
     np.testing.assert_array_equal(got.to_numpy(scheduler="sync"), want)
+    # two frames per chunk: frame t and t+1 may come from one chunk or two
+    lazy = refine_flow(_lazy(table), da.from_array(movie, chunks=(2, 4, 30, 40)), max_vector=(4, 10, 10))
+    np.testing.assert_array_equal(lazy.to_numpy(scheduler="sync"), want)
 
 
 def test_distributed_cluster_gives_the_same_rows(textured, local_cluster_client):

@@ -625,6 +625,8 @@ def _refine_graph(flow: FlowTable, image: da.Array, plan: RefinePlan) -> list[An
     split_n, part_n = f"refine-split-{tok}", f"refine-part-{tok}"
     block_n, pair_n = f"refine-block-{tok}", f"refine-pair-{tok}"
     dsk: dict = {}
+    windows: dict = {}                   # the same block windows for every frame pair
+    regions = _Regions(grid)
     for t, p in enumerate(flow.pairs):
         if isinstance(p, Delayed):
             dsk[(split_n, t)] = (_split_rows, p.key, t, plan, bounds, numblocks)
@@ -642,11 +644,37 @@ def _refine_graph(flow: FlowTable, image: da.Array, plan: RefinePlan) -> list[An
         for (pkey, ptask), (lo, hi) in zip(parts, cores):
             bi = pkey[2]
             dsk[pkey] = ptask
-            (la, ha), (lb, hb) = plan.windows(lo, hi)
-            rega, keys_a = grid.region(t, tuple(slice(a, b) for a, b in zip(la, ha)))
-            regb, keys_b = grid.region(t + 1, tuple(slice(a, b) for a, b in zip(lb, hb)))
+            wins = windows.get((lo, hi))
+            if wins is None:
+                wins = windows[(lo, hi)] = plan.windows(lo, hi)
+            (la, ha), (lb, hb) = wins
+            rega, keys_a = regions.get(t, tuple(slice(a, b) for a, b in zip(la, ha)))
+            regb, keys_b = regions.get(t + 1, tuple(slice(a, b) for a, b in zip(lb, hb)))
             dsk[(block_n, t, bi)] = (_refine_block, pkey, rega, keys_a, regb, keys_b, plan)
             keys.append((block_n, t, bi))
         dsk[(pair_n, t)] = (_gather, keys, 2 * d + 2)
     graph = HighLevelGraph.from_collections(pair_n, dsk, dependencies=[image, *lazy])
     return [Delayed((pair_n, t), graph, layer=pair_n) for t in range(len(flow.pairs))]
+
+
+class _Regions:
+    """``ChunkGrid.region`` with one computation per (window, frame position in its T chunk).
+
+    A window's region is the same for every frame at the same position in its T
+    chunk; only the T index of the chunk keys changes.
+    """
+
+    def __init__(self, grid: ChunkGrid):
+        self.grid = grid
+        self.cache: dict = {}
+
+    def get(self, t: int, window: tuple[slice, ...]) -> tuple[Any, list]:
+        b0 = self.grid.bounds[0]
+        tc = int(np.searchsorted(b0, t, side="right") - 1)
+        key = ((int(t - b0[tc]), int(b0[tc + 1] - b0[tc])), tuple((w.start, w.stop) for w in window))
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = self.grid.region(t, window)
+            return hit
+        reg, keys = hit
+        return reg, [(k[0], tc) + tuple(k[2:]) for k in keys]
