@@ -210,6 +210,26 @@ def test_estimate_flow_refine_arguments(kwargs, match):
         dt.estimate_flow(ds, **kwargs)
 
 
+def test_estimate_flow_steps_in_order_and_num_t():
+    """matching -> refine (gate-bounded) -> one_to_one; each step per pair, so num_t keeps the leading pairs."""
+    from dask_tracking.flow.assignment import one_to_one_flow
+
+    ds = synthetic(ndim=2, n_frames=4, seed=2)
+    ds = ds.replace(**{n: v.persist(scheduler="sync") for n, v in ds.arrays().items()})
+    matched = dt.estimate_flow(ds, refine=False, one_to_one=False)
+    assert matched.attrs["refine"] is False and "refinement" not in matched.attrs
+    gate = matched.attrs["gate_radius_um"]
+    refined = refine_flow(matched, ds.preprocessed, max_vector=int(np.ceil(gate / 0.1)), spacing=ds.spacing,
+                          max_length_um=gate)
+    only_refined = dt.estimate_flow(ds, one_to_one=False).to_numpy(scheduler="sync")
+    np.testing.assert_array_equal(only_refined, refined.to_numpy(scheduler="sync"))
+    default = dt.estimate_flow(ds).to_numpy(scheduler="sync")
+    np.testing.assert_array_equal(default, one_to_one_flow(refined).to_numpy(scheduler="sync"))
+    assert len(default) < len(only_refined)
+    part = dt.estimate_flow(ds, num_t=3).to_numpy(scheduler="sync")
+    np.testing.assert_array_equal(part, default[default[:, 0] < 2])
+
+
 # ------------------------------------------------- issue 3: the default mode on known motion
 def _score(ds, rows):
     d = ds.ndim
