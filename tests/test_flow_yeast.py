@@ -28,7 +28,7 @@ def test_compat_equals_reference_threads(yeast, reference_flow, chunks):
     _assert_same_rows(out, reference_flow)
 
 
-@pytest.mark.parametrize("chunks", [None, (17, 64, 64)])
+@pytest.mark.parametrize("chunks", [None, (17, 64, 64), (5, 50, 70)])
 def test_compat_equals_reference_distributed(yeast, reference_flow, local_cluster_client, chunks):
     ds = yeast if chunks is None else yeast.rechunk(chunks)
     # max_radius_um=0.3 bounds the ROI half-width at 20 voxels (this sample's widest is

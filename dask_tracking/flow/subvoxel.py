@@ -34,7 +34,7 @@ __all__ = ["affine_vectors", "affine_reach", "AFFINE_DEFAULTS"]
 
 #: Defaults (3D; 2D drops the first entry): window half size (voxels), sampling stride
 #: (voxels), iterations, largest correction of the starting vector (voxels).
-AFFINE_DEFAULTS = {"half_window": (2, 12, 12), "stride": (1, 2, 2), "iterations": 8,
+AFFINE_DEFAULTS = {"half_window": (2, 12, 12), "stride": (1, 3, 3), "iterations": 6,
                    "max_correction": (2.0, 8.0, 8.0)}
 
 _MAX_AFFINE = 0.5    # |A_ij| bound: a window may turn/shear by at most ~27 degrees per frame
@@ -102,9 +102,9 @@ def affine_vectors(rows: Any, image_t: Any, image_t1: Any, *, half_window: Any =
         Window half size per axis, voxels (default ``(2, 12, 12)``: about 0.5 / 0.8 / 0.8 um
         at the yeast sample's voxel size).
     stride : int or tuple of int
-        Sampling step of the window per axis, voxels (default ``(1, 2, 2)``).
+        Sampling step of the window per axis, voxels (default ``(1, 3, 3)``).
     iterations : int
-        Gauss-Newton iterations (default 8).
+        Gauss-Newton iterations (default 6).
     max_correction : number or tuple
         Largest change of a row's vector per axis, voxels (default ``(2, 8, 8)``); a
         fit that would move further, or that ends with a worse weighted correlation
