@@ -8,11 +8,16 @@ its descendants (dask nannies and workers included) of
 * ``anon``: ``rss - shared`` (private memory: what cannot be dropped without swap).
 
 Sampling can miss a spike shorter than ``interval``; 20 ms by default.
+
+``cpu_s`` is the CPU time (user + system) of the command and every descendant it
+waited for (``getrusage(RUSAGE_CHILDREN)``): unlike the wall time it hardly changes
+with the load other work puts on a shared machine.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import threading
 import time
@@ -35,6 +40,7 @@ class Measured:
     peak_single: int
     timed_out: bool
     tail: str = ""
+    cpu_s: float = float("nan")
     inner: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -68,6 +74,7 @@ def run_measured(cmd: list[str], *, timeout: float | None = None, interval: floa
     names a file the command writes, its content is returned as ``inner``.
     """
     peak = {"rss": 0, "anon": 0, "n": 0, "single": 0}
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             cwd=cwd, text=True)
@@ -111,6 +118,8 @@ def run_measured(cmd: list[str], *, timeout: float | None = None, interval: floa
                 pass
         proc.wait()
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     stop.set()
     ts.join()
     td.join(timeout=5)
@@ -122,4 +131,4 @@ def run_measured(cmd: list[str], *, timeout: float | None = None, interval: floa
             inner = {}
     return Measured(cmd=[str(c) for c in cmd], rc=proc.returncode, wall_s=wall,
                     peak_rss=peak["rss"], peak_anon=peak["anon"], peak_procs=peak["n"], peak_single=peak["single"],
-                    timed_out=timed_out, tail="".join(out_lines[-30:]), inner=inner)
+                    timed_out=timed_out, tail="".join(out_lines[-30:]), inner=inner, cpu_s=cpu)

@@ -129,6 +129,7 @@ def _summary(m) -> dict:
     inner = m.inner
     ok = not m.timed_out and bool(inner) and "run_s" in inner
     return {"ok": ok, "timed_out": m.timed_out, "rc": m.rc, "wall_s": round(m.wall_s, 3),
+            "cpu_s": round(m.cpu_s, 3),
             "run_s": round(inner.get("run_s", float("nan")), 3) if ok else None,
             "setup_s": round(inner.get("setup_s", 0.0) + inner.get("import_s", 0.0), 3) if ok else None,
             "peak_rss_mb": _mb(m.peak_rss), "peak_anon_mb": _mb(m.peak_anon),
@@ -305,7 +306,8 @@ def _fmt(r: dict) -> str:
         return f"TIMEOUT after {r['wall_s']:.0f} s"
     if not r["ok"]:
         return f"FAILED rc={r['rc']}: {r['tail'][-300:]!r}"
-    return f"run {r['run_s']:8.2f} s  wall {r['wall_s']:8.2f} s  peak rss {r['peak_rss_mb']:8.1f} MB"
+    return (f"run {r['run_s']:8.2f} s  wall {r['wall_s']:8.2f} s  cpu {r.get('cpu_s', float('nan')):8.2f} s  "
+            f"peak rss {r['peak_rss_mb']:8.1f} MB")
 
 
 def main(argv=None) -> int:

@@ -82,8 +82,10 @@ def _total(side: dict | None) -> dict | None:
     if not all(p.get("ok") for p in parts):
         bad = next(p for p in parts if not p.get("ok"))
         return {"ok": False, "timed_out": bad.get("timed_out"), "wall_s": bad.get("wall_s", 0)}
+    cpu = [p.get("cpu_s") for p in parts]
     return {"ok": True, "run_s": sum(p["run_s"] for p in parts),
-            "peak_rss_mb": max(p["peak_rss_mb"] for p in parts)}
+            "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
+            "cpu_s": sum(cpu) if all(c is not None for c in cpu) else None}
 
 
 def _ratio(a, b, fmt="{:.1f}x") -> str:
@@ -109,11 +111,21 @@ def _parity_cell(par: dict | None, stage: str) -> str:
     return "identical" if all(v.get("equal") for v in vals) else "**differs**"
 
 
+def _cpu_cell(nl: dict | None, cp: dict | None) -> str:
+    a = nl.get("cpu_s") if nl and nl.get("ok") else None
+    b = cp.get("cpu_s") if cp and cp.get("ok") else None
+    if a is None and b is None:
+        return "–"
+    out = f"{_num(a, '{:.1f}')} / {_num(b, '{:.1f}')}"
+    return out + (f" ({a / b:.1f}x)" if a and b else "")
+
+
 def side_by_side_table(rows: list[dict]) -> list[str]:
     out = ["| size (T x Z x Y x X) | stage | Nellie 1.0.4 s | Nellie peak MB | compat s | compat peak MB "
            "| default s | default peak MB | speed-up (Nellie / compat) | memory (compat / Nellie) "
-           "| read floor s | compat / floor | compat ns per voxel | parity (compat == Nellie) | command |",
-           "|" + "---|" * 15]
+           "| read floor s | compat / floor | compat ns per voxel | CPU s, Nellie / compat (user + system, "
+           "with start-up) | parity (compat == Nellie) | command |",
+           "|" + "---|" * 16]
     rows = sorted(rows, key=lambda d: (d["tiles"], d["frames"]))
     for d in rows:
         shape = " x ".join(str(s) for s in d["shape"])
@@ -141,6 +153,7 @@ def side_by_side_table(rows: list[dict]) -> list[str]:
                 f"| {_speedup(nl, cp)} | {mem_ratio} | {_num(floor)} "
                 f"| {_ratio(_run(cp), floor)} "
                 f"| {_num(_run(cp) * 1e9 / d['voxels'] if _run(cp) else None, '{:.0f}')} "
+                f"| {_cpu_cell(nl, cp)} "
                 f"| {_parity_cell(d.get('parity'), stage)} "
                 f"| `{d['command']}` |")
     return out
