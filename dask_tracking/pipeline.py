@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import dask
+from dask.base import tokenize
 import dask.array as da
 import numpy as np
 
@@ -251,10 +252,71 @@ def _write_tracks(path: str, data: Any, properties: Any, columns: list[str]) -> 
     return n
 
 
+def _frame_writes(path: str, group: Any, frames: list[int], labels: da.Array, reassigned: Any) -> list:
+    """One Delayed per frame: write its reassigned labels, branches and voxel matches, then mark it done.
+
+    The arrays are optimised together once, and the write tasks refer to their chunk keys, so
+    the reassignment chain (frame t needs frame t-1) runs once for all frames. Wrapping each
+    frame's slice in its own ``da.store``/``delayed`` call would optimise each slice on its own,
+    with fused (renamed) keys, and rerun the chain up to every frame.
+    """
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    arrays = {}
+    for name, arr in (("labels_reassigned", labels), ("branches_reassigned", reassigned.branches)):
+        target = group[name]
+        arrays[name] = arr.astype(np.int32).rechunk((1,) + tuple(target.chunks[1:]))
+    spatial = tuple(range(1, labels.ndim))
+    counts = da.count_nonzero(labels.rechunk({0: 1}), axis=spatial)
+    names = list(arrays)
+    optimized = dask.optimize(*[arrays[n] for n in names], counts)
+    opt = dict(zip(names, optimized[:-1]))
+    counts = optimized[-1]
+    tok = tokenize(path, [a.name for a in optimized], frames)
+    write_n, done_n = f"write-frame-{tok}", f"finish-frame-{tok}"
+    deps: list[Any] = list(optimized)
+    dsk: dict = {}
+    stopped = getattr(reassigned, "stopped", None)
+    for t in frames:
+        keys = []
+        for name in names:
+            arr = opt[name]
+            bounds = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in arr.chunks[1:]]
+            for idx in np.ndindex(*arr.numblocks[1:]):
+                region = (slice(t, t + 1),) + tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx))
+                key = (write_n, name, t, *idx)
+                dsk[key] = (_store_block, path, name, region, (arr.name, t, *idx))
+                keys.append(key)
+        if t >= 1:
+            m = reassigned.matches[t - 1]
+            deps.append(m)
+            stop = stopped[t - 1] if stopped is not None else False
+            if isinstance(stop, Delayed):
+                deps.append(stop)
+                stop = stop.key
+            key = (write_n, "voxel_matches", t)
+            dsk[key] = (_write_matches, path, t - 1, m.key, stop)
+            keys.append(key)
+        dsk[(done_n, t)] = (_finish_frame, path, t, (counts.name, t), keys)
+    layers = HighLevelGraph.from_collections(done_n, dsk, dependencies=deps)
+    return [Delayed((done_n, t), layers, layer=done_n) for t in frames]
+
+
+def _store_block(path: str, name: str, region: tuple, block: Any) -> None:
+    """Write one block of a (T, ...) output array into ``path/name`` at ``region``."""
+    import zarr
+
+    from .backend import to_host
+
+    z = zarr.open_array(str(path), path=name, mode="r+")
+    z[region] = np.asarray(to_host(block))
+
+
 def _finish_frame(path: str, t: int, count: Any, *deps: Any) -> int:
     """Mark frame ``t`` done (after ``deps``, its writes) and return its labelled-voxel count."""
     out_store.mark_frame_done(path, t)
-    return int(count)
+    return int(np.asarray(count).sum())     # a 0-d count or a (1,) block of per-frame counts
 
 
 def _resume_state(group: Any, n_frames: int) -> int:
@@ -443,21 +505,8 @@ def run(
 
             out_labels = object_vote_chain(ds.labels, flow, ds.spacing)
         spath = str(path)
-        for t in frames:
-            deps = []
-            for name, arr in (("labels_reassigned", out_labels),
-                              ("branches_reassigned", reassigned.branches)):
-                target = group[name]
-                src = arr[t:t + 1].astype(np.int32).rechunk(target.chunks)
-                region = (slice(t, t + 1),) + tuple(slice(0, s) for s in ds.spatial_shape)
-                deps.append(da.store(src, target, regions=region, lock=False, compute=False,
-                                     return_stored=False))
-            if t >= 1:
-                stop = reassigned.stopped[t - 1] if getattr(reassigned, "stopped", None) else False
-                deps.append(dask.delayed(_write_matches)(spath, t - 1, reassigned.matches[t - 1], stop))
-            count = da.count_nonzero(out_labels[t])
-            objs.append(dask.delayed(_finish_frame)(spath, t, count, *deps))
-            counts_for.append(t)
+        objs.extend(_frame_writes(spath, group, frames, out_labels, reassigned))
+        counts_for.extend(frames)
     n_track_rows = None
     if tracks and not (resumed and group.attrs.get("tracks_done", False)):
         tr = label_tracks(ds, flow, label=track_label, start_frame=track_start_frame, compat=compat,
