@@ -512,14 +512,14 @@ def run(
         tr = label_tracks(ds, flow, label=track_label, start_frame=track_start_frame, compat=compat,
                           **acc.track_kwargs())
         cols = ["track_id", "t", *ds.axes[1:].lower()]
-        objs.append(dask.delayed(_write_tracks)(str(path), tr.data, getattr(tr, "properties", None), cols))
-    log.info("writing %d frames%s", len(frames), " and tracks" if tracks else "")
-    results = _compute(objs, client, progress)
-    if tracks and len(results) > len(frames):
-        n_track_rows = int(results[-1])
+        # the walk's rows are in this process already (label_tracks computed them): write them here
+        # rather than ship them to a worker inside the graph
+        n_track_rows = int(_write_tracks(str(path), tr.data, getattr(tr, "properties", None), cols))
         group.attrs.update({"tracks_done": True})
     elif tracks:
         n_track_rows = int(group["tracks"].shape[0])
+    log.info("writing %d frames%s", len(frames), " (tracks written)" if tracks else "")
+    results = _compute(objs, client, progress)
 
     counts = dict(zip(counts_for, (int(c) for c in results[:len(frames)])))
     missing = [t for t in range(T) if t not in counts]
