@@ -11,6 +11,7 @@ import numpy as np
 
 from ..config import gate_radius_um, resolve_compat
 from ..dataset import InputError, TrackingDataset
+from ..backend import to_host
 from ..gpu import array_to_host
 from ..interpolate.api import as_flow_table, frame_anchors_lazy
 from .model import Tracks
@@ -232,15 +233,31 @@ def _end_reasons(walked: np.ndarray, inside: np.ndarray, kept: np.ndarray, end: 
 
 
 def _seeds(lab: da.Array, start: int, label: int | None, skip: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seed voxels of ``lab[start]`` in raster order, every ``skip``-th, and their label ids."""
+    """Seed voxels of ``lab[start]`` in raster order, every ``skip``-th, and their label ids.
+
+    One task per spatial block returns its labelled voxels (coordinates and ids, a small
+    share of the block); no task holds more than one block.
+    """
     frame = lab[start]
-    mask = frame > 0 if label is None else frame == label
-    pts = np.asarray(da.argwhere(mask).compute(), dtype=np.int64).reshape(-1, frame.ndim)
+    d = frame.ndim
+    tasks = [dask.delayed(_block_seeds)(frame.blocks[idx], tuple(int(c[:i].sum()) for c, i in
+                                                                  zip(map(np.asarray, frame.chunks), idx)), label)
+             for idx in np.ndindex(*frame.numblocks)]
+    parts = dask.compute(*tasks)
+    pts = np.concatenate([p[0] for p in parts] + [np.zeros((0, d), np.int64)])
+    vals = np.concatenate([p[1] for p in parts] + [np.zeros(0, np.int64)])
     if len(pts) == 0:
-        return np.zeros((0, frame.ndim)), np.zeros(0, np.int64)
-    pts = pts[np.lexsort(pts.T[::-1])][::skip]
-    values = np.asarray(frame.vindex[tuple(pts.T)].compute()).astype(np.int64)
-    return pts.astype(np.float64), values
+        return np.zeros((0, d)), np.zeros(0, np.int64)
+    order = np.lexsort(pts.T[::-1])[::skip]
+    return pts[order].astype(np.float64), vals[order]
+
+
+def _block_seeds(block: Any, origin: tuple[int, ...], label: int | None) -> tuple[np.ndarray, np.ndarray]:
+    b = np.asarray(to_host(block))
+    mask = b > 0 if label is None else b == label
+    pts = np.argwhere(mask)
+    vals = b[mask].astype(np.int64)       # raster order within the block, as argwhere
+    return pts.astype(np.int64) + np.asarray(origin, dtype=np.int64), vals
 
 
 def emission_rows(res: WalkResult, forward: bool, min_track_num: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,15 +286,40 @@ def emission_rows(res: WalkResult, forward: bool, min_track_num: int, d: int) ->
 
 
 def inside_labels(data: np.ndarray, lab: da.Array) -> np.ndarray:
-    """Rows whose rounded ``(t, z, y, x)`` (half to even) is in bounds and labelled (> 0)."""
+    """Rows whose rounded ``(t, z, y, x)`` (half to even) is in bounds and labelled (> 0).
+
+    The rows are grouped by the chunk of ``lab`` they fall in; one task per chunk with rows
+    looks them up (no task holds more than one chunk).
+    """
     keep = np.zeros(len(data), dtype=bool)
     if len(data) == 0:
         return keep
     r = np.round(data[:, 1:])
     finite = np.all(np.isfinite(r), axis=1)
     inb = finite & np.all((r >= 0) & (r < np.asarray(lab.shape)), axis=1)
-    if inb.any():
-        idx = r[inb].astype(np.int64)
-        vals = np.asarray(lab.vindex[tuple(idx.T)].compute())
-        keep[np.flatnonzero(inb)] = vals > 0
+    if not inb.any():
+        return keep
+    rows = np.flatnonzero(inb)
+    idx = r[inb].astype(np.int64)
+    bounds = [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in lab.chunks]
+    bidx = np.stack([np.searchsorted(b, idx[:, a], side="right") - 1 for a, b in enumerate(bounds)], axis=1)
+    flat = np.ravel_multi_index(tuple(bidx.T), lab.numblocks)
+    order = np.argsort(flat, kind="stable")
+    flat_sorted = flat[order]
+    starts = np.flatnonzero(np.r_[True, flat_sorted[1:] != flat_sorted[:-1]])
+    stops = np.r_[starts[1:], len(order)]
+    tasks, sel = [], []
+    for a0, a1 in zip(starts, stops):
+        which = order[a0:a1]
+        block = tuple(int(v) for v in bidx[which[0]])
+        origin = np.array([bounds[a][block[a]] for a in range(len(block))], dtype=np.int64)
+        tasks.append(dask.delayed(_block_labelled)(lab.blocks[block], idx[which] - origin))
+        sel.append(which)
+    for which, vals in zip(sel, dask.compute(*tasks)):
+        keep[rows[which]] = vals
     return keep
+
+
+def _block_labelled(block: Any, local: np.ndarray) -> np.ndarray:
+    b = np.asarray(to_host(block))
+    return b[tuple(local.T)] > 0
