@@ -129,3 +129,32 @@ def test_cli_run_prepares_a_raw_movie_first(tmp_path):
     lab0 = prepared.labels[0].compute()
     np.testing.assert_array_equal(g["labels_reassigned"][0], lab0)
     assert g["flow"].shape[0] > 0
+
+
+def test_the_reassignment_chain_runs_once_per_frame(tmp_path, movie):
+    """run() computes every reassignment task once: as many as the stage computed on its own
+    (writing each frame's slice through its own optimised graph would rerun the chain up to
+    every frame, ~T/2 times as many)."""
+    import dask
+    from dask.callbacks import Callback
+
+    class Count(Callback):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def _posttask(self, key, result, dsk, state, id):
+            name = key[0] if isinstance(key, tuple) else key
+            self.n += str(name).startswith("reassign-")
+
+    with dask.config.set(scheduler="threads", num_workers=2):
+        flow = dt.estimate_flow(movie, refine=False, one_to_one=False).persist()
+        alone = Count()
+        with alone:
+            res = dt.reassign_labels(movie, flow)
+            dask.compute(res.labels, res.branches, res.matches)
+        in_run = Count()
+        with in_run:
+            dt.run(movie, tmp_path / "once.zarr", flow=flow, accuracy=False)
+    assert alone.n > 0
+    assert in_run.n <= 1.2 * alone.n, (in_run.n, alone.n)
