@@ -117,3 +117,24 @@ def test_errors_before_work(yeast, flow):
         dt.label_tracks("yeast.zarr", flow)
     empty = dt.label_tracks(yeast, flow, label=10**6)
     assert len(empty) == 0 and empty.data.shape == (0, 5)
+
+
+def test_label_look_ups_in_slices_equal_one_pass(monkeypatch):
+    import dask.array as da
+
+    from dask_tracking.tracks import label as label_mod
+
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 3, (3, 5, 17, 19)).astype(np.int32)
+    lazy = da.from_array(lab, chunks=(1, 5, 8, 7))
+    rows = np.column_stack([np.arange(500.0), rng.integers(0, 3, 500), rng.uniform(-1, 5.4, 500),
+                            rng.uniform(-1, 17.4, 500), rng.uniform(-1, 19.4, 500)])
+    whole = label_mod.inside_labels(rows, lazy)
+    monkeypatch.setattr(label_mod, "_LOOKUP_ROWS", 37)
+    sliced = label_mod.inside_labels(rows, lazy)
+    np.testing.assert_array_equal(sliced, whole)
+    r = np.round(rows[:, 1:]).astype(int)
+    inb = np.all((r >= 0) & (r < lab.shape), axis=1)
+    want = np.zeros(len(rows), bool)
+    want[inb] = lab[tuple(r[inb].T)] > 0
+    np.testing.assert_array_equal(whole, want)

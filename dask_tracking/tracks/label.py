@@ -176,21 +176,29 @@ def label_tracks(
     fw = WalkResult(fw_frames, offsets, fw_s, [])
     bw = WalkResult(bw_frames, offsets, bw_s, [])
 
+    del fw_s, bw_s   # the walks' emissions: freed as soon as their rows exist (peak memory)
     if mode == "nellie":
         data_f, fn_f = emission_rows(fw, True, min_track_num, d)
+        del fw
         data_b, fn_b = emission_rows(bw, False, min_track_num, d)
+        del bw
         data_b, fn_b = data_b[::-1], fn_b[::-1]
         order = np.argsort(data_b[:, 0].astype(np.int64))  # Nellie's (unstable) sort by track id
         data = np.concatenate([data_b[order], data_f])
+        del data_b, data_f
         frame_num = np.concatenate([fn_b[order], fn_f])
+        del fn_b, fn_f, order
         keep = inside_labels(data, lab)
         return Tracks(data[keep], {"frame_num": frame_num[keep]}, {}, attrs)
 
     ids = np.arange(len(seeds), dtype=np.float64) + min_track_num
     first = np.column_stack([ids, np.full(len(seeds), float(start)), seeds])
     data_f, _ = emission_rows(fw, True, min_track_num, d)
+    del fw
     data_b, _ = emission_rows(bw, False, min_track_num, d)
+    del bw
     data = np.concatenate([first, data_f, data_b])
+    del data_f, data_b
     walked = data[np.lexsort((data[:, 1], data[:, 0]))]
     inside = inside_labels(walked, lab)
     if attrs["keep_outside"]:
@@ -292,6 +300,10 @@ def inside_labels(data: np.ndarray, lab: da.Array) -> np.ndarray:
     looks them up (no task holds more than one chunk).
     """
     keep = np.zeros(len(data), dtype=bool)
+    if len(data) > _LOOKUP_ROWS:   # bounded temporaries: the rows in slices
+        for i in range(0, len(data), _LOOKUP_ROWS):
+            keep[i:i + _LOOKUP_ROWS] = inside_labels(data[i:i + _LOOKUP_ROWS], lab)
+        return keep
     if len(data) == 0:
         return keep
     r = np.round(data[:, 1:])
@@ -318,6 +330,10 @@ def inside_labels(data: np.ndarray, lab: da.Array) -> np.ndarray:
     for which, vals in zip(sel, dask.compute(*tasks)):
         keep[rows[which]] = vals
     return keep
+
+
+#: Rows looked up at once by :func:`inside_labels`.
+_LOOKUP_ROWS = 1 << 20
 
 
 def _block_labelled(block: Any, local: np.ndarray) -> np.ndarray:
