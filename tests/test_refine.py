@@ -261,3 +261,13 @@ def test_default_mode_reaches_one_voxel_on_known_motion(ndim, n_frames, chunking
     for chunks in chunkings:
         other = dt.estimate_flow(ds.rechunk(chunks)).to_numpy(scheduler="threads")
         np.testing.assert_array_equal(other, rows)
+
+
+def test_a_single_slice_movie_has_no_z_motion():
+    ds = synthetic(ndim=3, n_frames=3, shape=(4, 64, 64), seed=0)
+    one = ds.replace(**{n: v[:, 1:2] for n, v in ds.arrays().items()})   # 3D data of one slice
+    rows = dt.estimate_flow(one).to_numpy(scheduler="sync")
+    assert len(rows) > 0 and np.all(rows[:, 4] == 0.0)
+    assert np.any(rows[:, 5:7] != np.rint(rows[:, 5:7]))                 # Y/X still refined
+    chunked = one.rechunk((1, 30, 40))
+    np.testing.assert_array_equal(dt.estimate_flow(chunked).to_numpy(scheduler="sync"), rows)

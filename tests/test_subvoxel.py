@@ -128,3 +128,12 @@ def test_a_rows_answer_does_not_depend_on_the_other_rows(ndim):
     batch = affine_vectors(rows, a, b)
     single = np.concatenate([affine_vectors(rows[i:i + 1], a, b) for i in range(n)])
     np.testing.assert_array_equal(batch, single)
+
+
+def test_a_single_slice_keeps_its_z_and_still_fits_y_x():
+    a = _scene((1, 48, 48), seed=9, n=20, sigma=(1.0, 2.0, 2.0))
+    b = _warp(a, np.eye(3), (0.0, 0.6, -1.3), (0, 24, 24))
+    rows = np.array([[0, 0, 24, 24, 0, 1.0, -1.0, 0.0]])
+    out = affine_vectors(rows, a, b)
+    assert out[0, 4] == 0.0
+    np.testing.assert_allclose(out[0, 5:7], [0.6, -1.3], atol=0.1)

@@ -150,6 +150,8 @@ def _refine_core(rows: np.ndarray, a: np.ndarray, origin_a: Sequence[int], b: np
     """
     rows = np.array(rows, dtype=np.float64, copy=True)
     d = len(frame_shape)
+    # an axis of one voxel (a single slice) cannot show motion: no search along it
+    srch = np.where(np.asarray(frame_shape) > 1, np.asarray(srch), 0)
     if len(rows) == 0:
         return rows, np.zeros(0, bool)
     if len(rows) > _BATCH:

@@ -147,7 +147,9 @@ def affine_vectors(rows: Any, image_t: Any, image_t1: Any, *, half_window: Any =
     off_b = np.zeros(d, np.int64) if offset_t1 is None else np.asarray(offset_t1, dtype=np.int64)
     if len(rows) == 0:
         return rows
-    grads = np.gradient(b) if d > 1 else [np.gradient(b)]
+    # central differences per axis (one-sided at the frame edge); an axis of one voxel (a single
+    # slice) has no gradient and its translation stays as given
+    grads = [np.gradient(b, axis=k) if b.shape[k] > 1 else np.zeros_like(b) for k in range(d)]
     offs = np.stack(np.meshgrid(*[np.arange(-int(hh), int(hh) + 1, int(s)) for hh, s in zip(h, st)],
                                 indexing="ij"), -1).reshape(-1, d).astype(np.float64)
     sig = h * 0.6 + 0.5
