@@ -148,6 +148,13 @@ def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, co
     try:
         compat_mode = None if compat == "fixed" else compat
         check_output_path(output, resume=resume, overwrite=overwrite)
+        from .accuracy import resolve_accuracy
+
+        try:
+            resolve_accuracy(_accuracy_choice(accuracy), compat_mode)
+        except InputError as exc:
+            raise InputError(f"--accuracy {accuracy!r}: {exc}; on the command line: --accuracy all, "
+                             "--accuracy none or comma-separated names") from None
         ds = validate(open_source(source, parse_scale(scale), compat=compat_mode))
         with _open_cluster(scheduler, workers, memory_limit, gpu) as session:
             result = run(ds, output, compat=compat_mode, client=session.client, resume=resume,

@@ -178,3 +178,20 @@ def test_checks_read_no_data_on_a_huge_lazy_input(tmp_path, existing_output):
         dt.run(arrays, existing_output, scale=ds_scale)
     assert time.perf_counter() - start < 5
     assert not (tmp_path / "new.zarr").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--accuracy", "faster"], r"--accuracy 'faster': accuracy must be True, False or names from"),
+    (["--compat", "nellie", "--accuracy", "all"], r"--accuracy 'all': accuracy options .* cannot be used "
+                                                   r"with compat='nellie'"),
+])
+def test_cli_bad_accuracy_fails_before_a_cluster_starts(tmp_path, args, message):
+    import re
+
+    src = _inputs(tmp_path / "in.zarr")
+    out = tmp_path / "out.zarr"
+    res = CliRunner().invoke(main, ["run", str(src), "-o", str(out), *args])
+    assert res.exit_code == 2
+    assert re.search(message, res.output), res.output
+    assert "cluster:" not in res.output and "dashboard" not in res.output
+    assert not out.exists()
