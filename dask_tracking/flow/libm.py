@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import itertools
 import math
 from functools import lru_cache
 
@@ -40,7 +41,7 @@ def log10f(x: np.ndarray) -> np.ndarray:
     if fn is None:  # pragma: no cover
         return np.log10(x.astype(np.float64)).astype(np.float32)
     values, inverse = _distinct(x.ravel())
-    out = np.fromiter((fn(v) for v in values.tolist()), dtype=np.float32, count=values.size)
+    out = np.fromiter(map(fn, values.tolist()), dtype=np.float32, count=values.size)
     return (out if inverse is None else out[inverse]).reshape(x.shape)
 
 
@@ -48,7 +49,7 @@ def log10(x: np.ndarray) -> np.ndarray:
     """float64 C ``log10`` of every element (positive, finite inputs)."""
     x = np.asarray(x, dtype=np.float64)
     values, inverse = _distinct(x.ravel())
-    out = np.fromiter((math.log10(v) for v in values.tolist()), dtype=np.float64, count=values.size)
+    out = np.fromiter(map(math.log10, values.tolist()), dtype=np.float64, count=values.size)
     return (out if inverse is None else out[inverse]).reshape(x.shape)
 
 
@@ -56,19 +57,20 @@ def power(base: np.ndarray, exponent: np.ndarray) -> np.ndarray:
     """float64 C ``pow`` with NumPy broadcasting.
 
     ``pow(x, 0) == 1`` and ``pow(x, 1) == x`` exactly, so only other exponents
-    are evaluated one by one.
+    are evaluated, one exponent at a time and (for large arrays) once per distinct
+    base: the same C calls on the same values as element by element.
     """
     b, e = np.broadcast_arrays(np.asarray(base, dtype=np.float64), np.asarray(exponent, dtype=np.float64))
     out = np.where(e == 0, 1.0, b)
     todo = (e != 0) & (e != 1)
-    if np.any(todo):
-        pairs = np.stack([b[todo], e[todo]], axis=1)
-        inverse = None
-        if len(pairs) > _DISTINCT_MIN:  # one call per distinct (base, exponent)
-            ub, inverse = np.unique(pairs.view(np.uint64), axis=0, return_inverse=True)
-            pairs, inverse = ub.view(np.float64), inverse.reshape(-1)
-        res = np.fromiter((math.pow(u, v) for u, v in pairs.tolist()), dtype=np.float64, count=len(pairs))
-        out[todo] = res if inverse is None else res[inverse]
+    if not np.any(todo):
+        return out
+    for ev in np.unique(e[todo]).tolist():
+        sel = todo & (e == ev)
+        values, inverse = _distinct(b[sel])
+        res = np.fromiter(map(math.pow, values.tolist(), itertools.repeat(ev, values.size)),
+                          dtype=np.float64, count=values.size)
+        out[sel] = res if inverse is None else res[inverse]
     return out
 
 
