@@ -17,7 +17,6 @@ from there on.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
@@ -491,14 +490,7 @@ def run(
             initial = (first - 1,
                        da.from_zarr(group["labels_reassigned"])[first - 1],
                        da.from_zarr(group["branches_reassigned"])[first - 1])
-        kwargs: dict[str, Any] = {"compat": compat}
-        if initial is not None:
-            if "initial" in inspect.signature(reassign_labels).parameters:
-                kwargs["initial"] = initial
-            else:  # pragma: no cover - depends on the stage's version
-                log.warning("reassign_labels has no 'initial': recomputing every frame")
-                frames = list(range(0, T))
-        reassigned = reassign_labels(ds, flow, **kwargs)
+        reassigned = reassign_labels(ds, flow, compat=compat, initial=initial)
         out_labels = reassigned.labels
         if acc.object_vote:
             from .reassign.object_vote import object_vote_chain

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..dataset import InputError, TrackingDataset
 from ._geometry import BLOB, TUBE, ObjectSet
+from ._placement import _grid
 from ._render import FRAME_OUTPUTS, RenderParams, render_frame
 from .synthetic import _check_int, _check_positive_tuple, _check_real, assemble_dataset
 
@@ -85,13 +86,7 @@ def _place_pairs(rng: np.random.Generator, *, shape: tuple[int, ...], spacing: t
                  bend: float, z_motion_um: float) -> OffsetObjectSet:
     ndim = len(shape)
     ey, ex = shape[-2] * spacing[-2], shape[-1] * spacing[-1]
-    best = None
-    for rows in range(1, n_pairs + 1):
-        cols = math.ceil(n_pairs / rows)
-        side = min(ey / rows, ex / cols)
-        if best is None or side > best[0] + 1e-12:
-            best = (side, rows, cols)
-    side, rows, cols = best
+    rows, cols = _grid(n_pairs, ey, ex)
     cy, cx = ey / rows, ex / cols
     room = min(cy, cx) / 2.0 - 0.2                  # ball per cell, 0.4 um between cells
     steps = step_um * rng.uniform(0.5, 1.0, n_pairs)
