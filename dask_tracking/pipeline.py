@@ -277,13 +277,17 @@ def _frame_writes(path: str, group: Any, frames: list[int], labels: da.Array, re
     deps: list[Any] = list(optimized)
     dsk: dict = {}
     stopped = getattr(reassigned, "stopped", None)
+    blocks = {}     # per array: (block index, its spatial region) of every block of a frame
+    for name in names:
+        bounds = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in opt[name].chunks[1:]]
+        blocks[name] = [(idx, tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx)))
+                        for idx in np.ndindex(*opt[name].numblocks[1:])]
     for t in frames:
         keys = []
         for name in names:
             arr = opt[name]
-            bounds = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in arr.chunks[1:]]
-            for idx in np.ndindex(*arr.numblocks[1:]):
-                region = (slice(t, t + 1),) + tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, idx))
+            for idx, spatial_region in blocks[name]:
+                region = (slice(t, t + 1),) + spatial_region
                 key = (write_n, name, t, *idx)
                 dsk[key] = (_store_block, path, name, region, (arr.name, t, *idx))
                 keys.append(key)
