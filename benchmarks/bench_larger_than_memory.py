@@ -1,19 +1,32 @@
-"""Larger than memory: a synthetic movie several times the total worker memory, run to the end.
+"""Larger than memory: the whole tracking stage on a synthetic movie several times the
+total worker memory, run to the end under worker memory limits.
 
 One command::
 
-    python benchmarks/bench_larger_than_memory.py [--shape 16 768 768] [--frames 20] \\
-        [--workers 2] [--memory-limit 600MB]
+    python benchmarks/bench_larger_than_memory.py --shape 16 768 768 --frames 36 \\
+        --workers 2 --memory-limit 1GB
 
 1. writes a synthetic movie with :func:`dask_tracking.datasets.write_synthetic_zarr`
    (chunks 1 x 16 x 256 x 256) to ``benchmarks/work/data/`` (kept for later runs);
-2. in a fresh process, starts a ``LocalCluster`` of ``--workers`` processes with
-   ``--memory-limit`` each (spilling to ``benchmarks/work/spill``) and runs the whole
-   tracking stage with :func:`dask_tracking.run` (flow and reassignment written to one
-   zarr store; add ``--tracks`` for the tracks of all labels);
-3. measures wall time, the peak resident memory of the whole process tree and of the
-   largest single process (sampled every 20 ms), and the throughput in input MB/s
-   (uncompressed bytes of the six inputs) and voxels/s.
+2. in a fresh process, starts a ``LocalCluster`` of ``--workers`` processes x 1 thread
+   with ``--memory-limit`` each (the worker settings of :func:`dask_tracking.cluster`,
+   spilling to ``benchmarks/work/spill``) and runs :func:`dask_tracking.run` (default
+   mode: flow, reassignment and every output written to one zarr store; ``--tracks``
+   adds the tracks of all labels);
+3. measures the wall time of ``run``, the throughput in input MB/s (uncompressed bytes
+   of the six inputs) and voxels/s, the peak resident memory of the whole process tree
+   (client, nannies, workers; sampled every 20 ms from outside) and of each worker
+   (sampled every 50 ms from the client), the bytes the workers spilled to disk
+   (distributed's cumulative ``disk-write`` metric) and whether a worker was restarted;
+4. checks the output: ``dask_tracking.run`` on the first ``--check-frames`` frames
+   (``all``: the whole movie) on the threaded scheduler without any limit, compared
+   with the constrained run's flow rows, reassigned labels, branches and voxel matches
+   of those frames (the reassignment is a chain from frame 0, so a prefix of the movie
+   gives the same frames).
+
+If the constrained run does not finish within ``--timeout`` seconds, the worker
+memory, the tasks each worker was processing and the last worker log lines are
+written to the result (``stall``) before the run is stopped.
 
 Result: ``benchmarks/results/larger_than_memory.json``.
 """
@@ -22,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +58,98 @@ def _parse_bytes(s: str) -> int:
     return int(parse_bytes(s))
 
 
+class _WorkerRSS:
+    """Largest RSS of each worker process, sampled every ``interval`` s in a thread."""
+
+    def __init__(self, pids: dict, interval: float = 0.05):
+        import psutil
+
+        self.procs = {}
+        for addr, pid in pids.items():
+            try:
+                self.procs[addr] = psutil.Process(pid)
+            except psutil.Error:
+                pass
+        self.peak = {a: 0 for a in self.procs}
+        self.last = dict(self.peak)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        for a, p in self.procs.items():
+            try:
+                rss = p.memory_info().rss
+            except Exception:
+                continue
+            self.last[a] = rss
+            self.peak[a] = max(self.peak[a], rss)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> "_WorkerRSS":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _worker_stats(dask_worker) -> dict:
+    """Run on each worker: its pid, RSS and cumulative spill metrics."""
+    import os as _os
+
+    import psutil
+
+    d = dask_worker.data
+    cm = getattr(d, "cumulative_metrics", {}) or {}
+    cur = getattr(d, "spilled_total", None)
+    return {
+        "pid": _os.getpid(),
+        "rss": psutil.Process().memory_info().rss,
+        "spill_written_bytes": int(cm.get(("disk-write", "bytes"), 0)),
+        "spill_writes": int(cm.get(("disk-write", "count"), 0)),
+        "unspill_read_bytes": int(cm.get(("disk-read", "bytes"), 0)),
+        "spilled_now_bytes": int(getattr(cur, "disk", 0) or 0),
+        "memory_limit": getattr(dask_worker, "memory_limit", None)
+        or getattr(getattr(dask_worker, "memory_manager", None), "memory_limit", None),
+    }
+
+
+def _diagnose(client, rss: "_WorkerRSS | None") -> dict:
+    """What the cluster is doing: for a stalled or failed run."""
+    out: dict = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        out["workers"] = client.run(_worker_stats)
+    except Exception as exc:
+        out["workers"] = repr(exc)
+    try:
+        info = client.scheduler_info()["workers"]
+        out["worker_status"] = {a: {"status": w.get("status"), "memory": w.get("metrics", {}).get("memory"),
+                                    "managed_bytes": w.get("metrics", {}).get("managed_bytes"),
+                                    "spilled_bytes": w.get("metrics", {}).get("spilled_bytes")}
+                                for a, w in info.items()}
+    except Exception as exc:
+        out["worker_status"] = repr(exc)
+    try:
+        out["processing"] = {a: [str(k) for k in ks][:20] for a, ks in client.processing().items()}
+    except Exception as exc:
+        out["processing"] = repr(exc)
+    try:
+        logs = client.get_worker_logs(n=40)
+        out["worker_logs"] = {a: [f"{lvl} {msg}"[:400] for lvl, msg in lines] for a, lines in logs.items()}
+    except Exception as exc:
+        out["worker_logs"] = repr(exc)
+    if rss is not None:
+        out["worker_peak_rss"] = dict(rss.peak)
+        out["worker_last_rss"] = dict(rss.last)
+    return out
+
+
 def _inner(argv) -> int:
     """The measured child: cluster + dask_tracking.run."""
     p = argparse.ArgumentParser()
@@ -52,51 +159,126 @@ def _inner(argv) -> int:
     p.add_argument("--memory-limit")
     p.add_argument("--tracks", action="store_true")
     p.add_argument("--json")
+    p.add_argument("--deadline", type=float, default=None)
     a = p.parse_args(argv)
+    import dask
     from distributed import Client, LocalCluster
 
     import dask_tracking as dt
+    from dask_tracking.cluster import worker_config
 
-    import dask
-
-    from dask_tracking.cluster import worker_environ
-
+    js = Path(a.json)
     t0 = time.perf_counter()
-    with dask.config.set(worker_environ()):  # the workers' malloc settings of dask_tracking.cluster()
+    with dask.config.set(worker_config()):  # the worker settings of dask_tracking.cluster()
         cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
                                memory_limit=a.memory_limit, dashboard_address=":0",
                                local_directory=str(SPILL))
     client = Client(cluster)
+    client.wait_for_workers(a.workers)
     setup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = dt.run(a.data, a.out, client=client, overwrite=True, tracks=a.tracks)
-    run_s = time.perf_counter() - t0
+    start = client.run(_worker_stats)
+    pids = {addr: st["pid"] for addr, st in start.items()}
+    info: dict = {"setup_s": setup, "worker_pids_start": pids, "dashboard": client.dashboard_link,
+                  "worker_rss_start": {a_: st["rss"] for a_, st in start.items()}}
+    rss = _WorkerRSS(pids)
 
-    def _worker_stats(dask_worker):
-        import psutil
+    def on_deadline() -> None:  # stalled: record what the cluster is doing, then stop
+        info["stall"] = _diagnose(client, rss)
+        info["error"] = f"did not finish within {a.deadline:.0f} s"
+        js.write_text(json.dumps(info, default=str))
+        os._exit(3)
 
-        d = dask_worker.data
-        spilled = 0
-        for attr in ("spilled_total", "stats"):
-            v = getattr(d, attr, None)
-            if v is not None:
-                spilled = getattr(v, "disk_bytes", 0) or 0
-                break
-        return {"rss": psutil.Process().memory_info().rss, "spilled_bytes_total": spilled}
-
-    try:
-        stats = client.run(_worker_stats)
-    except Exception as exc:  # pragma: no cover - informational only
-        stats = {"error": repr(exc)}
-    info = {"setup_s": setup, "run_s": run_s, "flow_rows": getattr(res, "flow_rows", None),
-            "tracks_rows": getattr(res, "tracks_rows", None), "worker_stats_end": stats}
-    Path(a.json).write_text(json.dumps(info, default=str))
+    timer = None
+    if a.deadline:
+        timer = threading.Timer(a.deadline, on_deadline)
+        timer.daemon = True
+        timer.start()
+    res = None
+    with rss:
+        t0 = time.perf_counter()
+        try:
+            res = dt.run(a.data, a.out, client=client, overwrite=True, tracks=a.tracks)
+        except Exception as exc:
+            info["error"] = repr(exc)
+            info["failure"] = _diagnose(client, rss)
+        run_s = time.perf_counter() - t0
+    if timer is not None:
+        timer.cancel()
+    end = client.run(_worker_stats)
+    info.update({
+        "run_s": run_s if res is not None else None,
+        "flow_rows": getattr(res, "flow_rows", None),
+        "tracks_rows": getattr(res, "tracks_rows", None),
+        "worker_peak_rss": rss.peak,
+        "worker_stats_end": end,
+        # a nanny restarts a worker that passes 95% of its limit: the pids would change
+        "workers_restarted": {st["pid"] for st in end.values()} != set(pids.values()),
+    })
+    js.write_text(json.dumps(info, default=str))
     try:
         client.close()
         cluster.close()
     except Exception:
         pass
-    return 0
+    return 0 if res is not None else 2
+
+
+def _compare(constrained: Path, reference: Path, n_frames: int) -> dict:
+    """Flow rows, reassigned volumes and voxel matches of the first ``n_frames`` frames."""
+    import numpy as np
+    import zarr
+
+    from dask_tracking.flow.table import FlowTable
+    from dask_tracking.io.output import read_voxel_matches
+
+    a = zarr.open_group(str(constrained), mode="r")
+    b = zarr.open_group(str(reference), mode="r")
+    fa, fb = FlowTable.from_zarr(a), FlowTable.from_zarr(b)
+    import dask
+
+    pa = dask.compute(*fa.pairs[: n_frames - 1], scheduler="threads")
+    pb = dask.compute(*fb.pairs[: n_frames - 1], scheduler="threads")
+    flow_equal = all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(pa, pb))
+    res = {"frames_compared": n_frames, "flow_rows_compared": int(sum(len(x) for x in pb)),
+           "flow_equal": bool(flow_equal)}
+    for name in ("labels_reassigned", "branches_reassigned"):
+        eq = True
+        for t in range(n_frames):
+            eq &= bool(np.array_equal(a[name][t], b[name][t]))
+        res[f"{name}_equal"] = eq
+    vm = True
+    n_matches = 0
+    for t in range(n_frames - 1):
+        x, y = read_voxel_matches(a, t), read_voxel_matches(b, t)
+        if x is None or y is None:
+            vm &= x is None and y is None
+        else:
+            n_matches += len(y)
+            vm &= bool(np.array_equal(x, y))
+    res["voxel_matches_equal"] = vm
+    res["voxel_matches_compared"] = n_matches
+    res["labelled_voxels_compared"] = int(sum(int(np.count_nonzero(b["labels_reassigned"][t]))
+                                              for t in range(n_frames)))
+    res["equal"] = all(v for k, v in res.items() if k.endswith("_equal"))
+    return res
+
+
+def _check(path: Path, out: Path, n_frames: int, tracks: bool) -> dict:
+    """``dask_tracking.run`` on the first ``n_frames`` frames, threads, no limit; compare."""
+    import dask_tracking as dt
+
+    ref = OUT / "larger_than_memory_check.zarr"
+    shutil.rmtree(ref, ignore_errors=True)
+    ds = dt.open_dataset(str(path))
+    n = ds.n_frames if n_frames <= 0 else min(n_frames, ds.n_frames)
+    t0 = time.perf_counter()
+    dt.run(ds.isel(t=slice(0, n)), ref, client=None, overwrite=True, tracks=False)
+    s = time.perf_counter() - t0
+    res = _compare(out, ref, n)
+    res["unconstrained_run_s"] = s
+    res["scheduler"] = "threads (no distributed client, no memory limit)"
+    shutil.rmtree(ref, ignore_errors=True)
+    return res
 
 
 def main(argv=None) -> int:
@@ -104,13 +286,18 @@ def main(argv=None) -> int:
         return _inner(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=(16, 768, 768))
-    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--frames", type=int, default=36)
     p.add_argument("--objects", type=int, default=None,
                    help="synthetic objects (default: the density of the synthetic default movie)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--memory-limit", default="600MB", help="per worker")
+    p.add_argument("--memory-limit", default="1GB", help="per worker")
     p.add_argument("--tracks", action="store_true")
-    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--check-frames", default="4",
+                   help="frames of the unconstrained comparison run ('all': the whole movie; 0: none)")
+    p.add_argument("--timeout", type=float, default=1500,
+                   help="seconds before a stalled run is diagnosed and stopped")
+    p.add_argument("--keep", action="store_true", help="keep the output store")
+    p.add_argument("--result", default=str(RESULTS / "larger_than_memory.json"), help="result JSON")
     a = p.parse_args(argv)
     import numpy as np
 
@@ -120,11 +307,12 @@ def main(argv=None) -> int:
     objects = a.objects or max(6, int(round(6 * (y * x) / (96 * 128))))
     path = DATA / f"synthetic_{z}x{y}x{x}_t{a.frames}_o{objects}.zarr"
     t0 = time.perf_counter()
-    if not (path / "zarr.json").exists():
+    generated = not (path / "zarr.json").exists()
+    if generated:
         DATA.mkdir(parents=True, exist_ok=True)
         dsets.write_synthetic_zarr(path, a.frames, (z, y, x), overwrite=True, n_objects=objects,
                                    chunks=(min(z, 16), 256, 256), num_workers=2, seed=7)
-    gen_s = time.perf_counter() - t0
+    gen_s = time.perf_counter() - t0 if generated else None
     import dask_tracking as dt
 
     ds = dt.open_dataset(str(path))
@@ -138,45 +326,57 @@ def main(argv=None) -> int:
     SPILL.mkdir(parents=True, exist_ok=True)
     js = OUT / "larger_than_memory_inner.json"
     js.unlink(missing_ok=True)
+    mach = machine()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--inner", "--data", str(path), "--out",
-           str(out), "--workers", str(a.workers), "--memory-limit", a.memory_limit, "--json", str(js)]
+           str(out), "--workers", str(a.workers), "--memory-limit", a.memory_limit, "--json", str(js),
+           "--deadline", str(a.timeout)]
     if a.tracks:
         cmd.append("--tracks")
-    m = run_measured(cmd, timeout=a.timeout, inner_json=js)
-    inner = m.inner
-    ok = bool(inner) and not m.timed_out
+    m = run_measured(cmd, timeout=a.timeout + 120)
+    inner = json.loads(js.read_text()) if js.exists() else {}
+    ok = m.rc == 0 and not m.timed_out and inner.get("run_s") is not None
     run_s = inner.get("run_s")
     cmd_line = (f"python benchmarks/bench_larger_than_memory.py --shape {z} {y} {x} --frames {a.frames}"
-                f" --workers {a.workers} --memory-limit {a.memory_limit}" + (" --tracks" if a.tracks else ""))
+                f" --workers {a.workers} --memory-limit {a.memory_limit} --check-frames {a.check_frames}"
+                + (" --tracks" if a.tracks else ""))
+    end = inner.get("worker_stats_end") or {}
+    spill_w = sum(int(v.get("spill_written_bytes", 0)) for v in end.values()) if end else None
+    peaks = inner.get("worker_peak_rss") or {}
+    check = None
+    if ok and a.check_frames not in ("0", 0):
+        nf = 0 if a.check_frames == "all" else int(a.check_frames)
+        check = _check(path, out, nf, a.tracks)
     res = {
-        "shape": list(ds.shape), "voxels": voxels, "input_bytes": input_bytes,
+        "what": "dask_tracking.run (default mode: flow + reassignment + outputs written"
+                + (", tracks" if a.tracks else ", no tracks") + ") on a LocalCluster with a memory limit per worker",
+        "completed": ok, "shape": list(ds.shape), "voxels": voxels, "input_bytes": input_bytes,
         "input_gb": input_bytes / 1e9, "objects": objects, "generate_s": gen_s,
-        "workers": a.workers, "memory_limit": a.memory_limit, "total_worker_memory_bytes": total_mem,
-        "input_over_worker_memory": input_bytes / total_mem, "tracks": a.tracks,
-        "ok": ok, "timed_out": m.timed_out, "rc": m.rc, "run_s": run_s, "wall_s": m.wall_s,
-        "setup_s": inner.get("setup_s"),
+        "workers": a.workers, "threads_per_worker": 1, "memory_limit": a.memory_limit,
+        "total_worker_memory_bytes": total_mem, "input_over_worker_memory": input_bytes / total_mem,
+        "tracks": a.tracks, "timed_out": m.timed_out or "stall" in inner, "rc": m.rc,
+        "run_s": run_s, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "setup_s": inner.get("setup_s"),
         "mb_per_s": input_bytes / 1e6 / run_s if ok and run_s else None,
         "voxels_per_s": voxels / run_s if ok and run_s else None,
-        "peak_rss_mb": round(m.peak_rss / 2**20, 1), "peak_anon_mb": round(m.peak_anon / 2**20, 1),
-        "peak_worker_mb": round(m.peak_single / 2**20, 1), "processes": m.peak_procs,
-        "spilled": _spill_note(inner), "inner": inner, "command": cmd_line, "machine": machine(),
-        "tail": "" if ok else m.tail[-3000:],
+        "peak_rss_tree_mb": round(m.peak_rss / 2**20, 1), "peak_anon_tree_mb": round(m.peak_anon / 2**20, 1),
+        "peak_single_process_mb": round(m.peak_single / 2**20, 1), "processes": m.peak_procs,
+        "peak_worker_rss_mb": round(max(peaks.values()) / 2**20, 1) if peaks else None,
+        "peak_worker_rss_over_limit": max(peaks.values()) / _parse_bytes(a.memory_limit) if peaks else None,
+        "worker_rss_at_start_mb": {k: round(v / 2**20, 1) for k, v in (inner.get("worker_rss_start") or {}).items()},
+        "spill_written_bytes": spill_w, "workers_restarted": inner.get("workers_restarted"),
+        "flow_rows": inner.get("flow_rows"), "check": check,
+        "error": inner.get("error"), "stall": inner.get("stall"), "failure": inner.get("failure"),
+        "command": cmd_line, "machine": mach, "tail": "" if ok else m.tail[-3000:],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "larger_than_memory.json").write_text(json.dumps(res, indent=1, default=str))
-    print(json.dumps({k: v for k, v in res.items() if k not in ("machine", "inner", "tail")}, indent=1))
+    Path(a.result).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.result).write_text(json.dumps(res, indent=1, default=str))
+    brief = {k: v for k, v in res.items() if k not in ("machine", "tail", "stall", "failure")}
+    print(json.dumps(brief, indent=1, default=str))
     if not ok:
         print(m.tail[-3000:])
     shutil.rmtree(SPILL, ignore_errors=True)
-    return 0 if ok else 1
-
-
-def _spill_note(inner: dict) -> str:
-    st = inner.get("worker_stats_end")
-    if not isinstance(st, dict) or "error" in st:
-        return "–"
-    total = sum(int(v.get("spilled_bytes_total", 0) or 0) for v in st.values() if isinstance(v, dict))
-    return f"{total / 2**20:.0f} MB" if total else "none reported"
+    if not a.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    return 0 if ok and (check is None or check["equal"]) else 1
 
 
 if __name__ == "__main__":
