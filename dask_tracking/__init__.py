@@ -28,6 +28,7 @@ _PUBLIC: dict[str, str] = {
     "estimate_flow": "dask_tracking.flow",
     "interpolate_flow": "dask_tracking.interpolate",
     "label_tracks": "dask_tracking.tracks",
+    "write_label_tracks": "dask_tracking.tracks",
     "reassign_labels": "dask_tracking.reassign",
     "prepare": "dask_tracking.prepare",
     # the whole job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -17,7 +18,7 @@ from ..interpolate.api import as_flow_table, frame_anchors_lazy
 from .model import Tracks
 from .walk import WalkParams, WalkResult, walk_lazy
 
-__all__ = ["label_tracks", "DEFAULT_SEED_CHUNK"]
+__all__ = ["label_tracks", "track_plan", "TrackPlan", "DEFAULT_SEED_CHUNK"]
 
 #: Seeds per chunk (each chunk walks through time as its own chain of tasks).
 DEFAULT_SEED_CHUNK = 100_000
@@ -114,67 +115,21 @@ def label_tracks(
         without ``keep_outside``, the labels; 0 on every other row).
         ``data, props = label_tracks(...)`` unpacks.
     """
-    mode = resolve_compat(compat)
-    if not isinstance(dataset, TrackingDataset):
-        raise InputError(f"dataset must be a TrackingDataset, got {type(dataset).__name__}")
-    lab = dataset.labels if labels is None else labels
-    if not isinstance(lab, da.Array):
-        lab = np.asarray(lab)
-        lab = da.from_array(lab, chunks=(1,) + lab.shape[1:])
-    if tuple(lab.shape) != tuple(dataset.shape):
-        raise InputError(f"labels must have the dataset's shape {dataset.shape}, got {tuple(lab.shape)}")
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise InputError(f"labels must hold integer ids, got dtype {lab.dtype}")
-    lab = array_to_host(lab)  # CuPy chunks: seeds and label look-ups are small host work
-    n_frames = dataset.n_frames
-    start = _int_arg("start_frame", start_frame, 0, n_frames - 1)
-    end = _int_arg("end_frame", end_frame, 0, n_frames, allow_none=True)
-    end = n_frames if end is None else end
-    label = _int_arg("label", label, 0, allow_none=True)
-    min_track_num = _int_arg("min_track_num", min_track_num, 0)
-    skip = _int_arg("skip_coords", skip_coords, 1)
-    chunk = _int_arg("chunk_size", chunk_size, 1)
-    table = as_flow_table(flow, ndim=dataset.ndim, n_frames=n_frames)
-    radius = gate_radius_um(max_distance_um, dataset.dt)
-    d = dataset.ndim
-    attrs = {"label": label, "start_frame": start, "end_frame": end_frame, "min_track_num": min_track_num,
-             "skip_coords": skip, "max_distance_um": float(max_distance_um), "radius_um": radius,
-             "compat": mode or "fixed"}
-
-    seeds, seed_labels = _seeds(lab, start, label, skip)
-    attrs["n_seeds"] = len(seeds)
+    plan = track_plan(dataset, flow, label=label, start_frame=start_frame, end_frame=end_frame,
+                      min_track_num=min_track_num, skip_coords=skip_coords,
+                      max_distance_um=max_distance_um, compat=compat, labels=labels, chunk_size=chunk_size,
+                      fallback_radius_um=fallback_radius_um, keep_outside=keep_outside)
+    mode, lab, d, attrs = plan.mode, plan.lab, plan.ndim, plan.attrs
+    seeds, seed_labels, chunks = plan.seeds, plan.seed_labels, plan.chunks
+    min_track_num, start = plan.min_track_num, plan.start
     if len(seeds) == 0:
-        props = {"frame_num": np.zeros(0, np.int64)}
-        if mode is None:
-            props["label"] = np.zeros(0, np.int64)
-        return Tracks(np.zeros((0, 2 + d)), props, {}, attrs)
-
-    chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
-    fw_frames = list(range(start, end)) if start < end else []
-    bw_frames = list(range(start, -1, -1)) if start > 0 else []
-    fallback = None
-    if isinstance(fallback_radius_um, str):
-        if fallback_radius_um != "auto":
-            raise InputError(f"fallback_radius_um must be a number (um), 'auto' or None, got {fallback_radius_um!r}")
-        fallback_radius_um = 4.0 * radius if mode is None else None
-    if keep_outside is None:
-        keep_outside = mode is None
-    if fallback_radius_um is not None and mode is None:
-        fallback = float(fallback_radius_um)
-        if not np.isfinite(fallback) or fallback <= radius:
-            raise InputError(f"fallback_radius_um must be a number above the radius {radius:g} um, "
-                             f"got {fallback_radius_um!r}")
-        attrs["fallback_radius_um"] = fallback
-    attrs["keep_outside"] = bool(keep_outside) and mode is None
-    fw_p = WalkParams(tuple(dataset.spacing), radius, True, mode, fallback)
-    bw_p = WalkParams(tuple(dataset.spacing), radius, False, mode, fallback)
-    fw_a = {t: frame_anchors_lazy(table, t, True) for t in fw_frames}
-    bw_a = {t: frame_anchors_lazy(table, t, False) for t in bw_frames}
-    graphs = [walk_lazy(chunks, fw_frames, fw_a, fw_p), walk_lazy(chunks, bw_frames, bw_a, bw_p)]
+        return Tracks(np.zeros((0, 2 + d)), empty_properties(mode), {}, attrs)
+    graphs = [walk_lazy(chunks, plan.fw_frames, plan.fw_anchors, plan.fw_params),
+              walk_lazy(chunks, plan.bw_frames, plan.bw_anchors, plan.bw_params)]
     (fw_s, _), (bw_s, _) = dask.compute(*graphs)
-    offsets = [int(o) for o in np.cumsum([0] + [len(c) for c in chunks[:-1]])]
-    fw = WalkResult(fw_frames, offsets, fw_s, [])
-    bw = WalkResult(bw_frames, offsets, bw_s, [])
+    offsets = plan.offsets
+    fw = WalkResult(plan.fw_frames, offsets, fw_s, [])
+    bw = WalkResult(plan.bw_frames, offsets, bw_s, [])
 
     del fw_s, bw_s   # the walks' emissions: freed as soon as their rows exist (peak memory)
     if mode == "nellie":
@@ -201,20 +156,153 @@ def label_tracks(
     del data_f, data_b
     walked = data[np.lexsort((data[:, 1], data[:, 0]))]
     inside = inside_labels(walked, lab)
-    if attrs["keep_outside"]:
+    data, props = default_rows(walked, inside, seed_labels, min_track_num, **plan.default_kwargs())
+    return Tracks(data, props, {}, attrs)
+
+
+def default_rows(walked: np.ndarray, inside: np.ndarray, seed_labels: np.ndarray, first_id: int, *,
+                 spatial: tuple[int, ...], end: int, keep_outside: bool,
+                 reasons: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The default mode's kept rows and their properties, from the walked rows.
+
+    ``walked`` (K, 2+d) rows sorted by (track, t), whole tracks only; ``inside`` (K,)
+    bool, whether each row lies in a label; ``seed_labels`` the label ids of the seeds
+    of tracks ``first_id, first_id + 1, ...``; ``spatial`` the volume's spatial shape;
+    ``end`` the end frame; ``keep_outside`` keeps rows inside the volume but outside the
+    labels (``outside`` = 1); ``reasons`` adds ``outside`` and ``end_reason``.
+    """
+    if keep_outside:
         r = np.round(walked[:, 2:])
-        in_volume = np.all(np.isfinite(r) & (r >= 0) & (r < np.asarray(lab.shape[1:])), axis=1)
+        in_volume = np.all(np.isfinite(r) & (r >= 0) & (r < np.asarray(spatial)), axis=1)
         data = walked[inside | in_volume]
         outside = (~inside[inside | in_volume]).astype(np.int8)
     else:
         data = walked[inside]
         outside = np.zeros(len(data), np.int8)
     props = {"frame_num": data[:, 1].astype(np.int64),
-             "label": seed_labels[data[:, 0].astype(np.int64) - min_track_num]}
-    if fallback is not None or attrs["keep_outside"]:
+             "label": seed_labels[data[:, 0].astype(np.int64) - first_id]}
+    if reasons:
         props["outside"] = outside
-        props["end_reason"] = _end_reasons(walked, inside, data, end, lab.shape[1:])
-    return Tracks(data, props, {}, attrs)
+        props["end_reason"] = _end_reasons(walked, inside, data, end, spatial)
+    return data, props
+
+
+
+@dataclass(frozen=True)
+class TrackPlan:
+    """Checked arguments, seeds and lazy walk inputs shared by :func:`label_tracks` and
+    :func:`dask_tracking.write_label_tracks`.
+
+    ``seeds`` (n, d) float64 voxels and ``seed_labels`` (n,) int64 in raster order,
+    ``chunks`` the seeds split in chunks of ``attrs["chunk_size"]``; ``fw_frames`` /
+    ``bw_frames`` the frames stepped from, with their lazy anchors and walk parameters.
+    """
+
+    mode: str | None
+    lab: Any
+    ndim: int
+    start: int
+    end: int
+    min_track_num: int
+    attrs: dict
+    seeds: np.ndarray
+    seed_labels: np.ndarray
+    chunks: list
+    fw_frames: list
+    bw_frames: list
+    fw_params: WalkParams
+    bw_params: WalkParams
+    fw_anchors: dict
+    bw_anchors: dict
+    fallback: float | None
+
+    def default_kwargs(self) -> dict[str, Any]:
+        """Keywords of :func:`default_rows` for this plan (plain values, safe in a task)."""
+        keep = bool(self.attrs["keep_outside"])
+        return {"spatial": tuple(int(n) for n in self.lab.shape[1:]), "end": int(self.end),
+                "keep_outside": keep, "reasons": self.fallback is not None or keep}
+
+    @property
+    def offsets(self) -> list[int]:
+        """Index of each chunk's first seed."""
+        return [int(o) for o in np.cumsum([0] + [len(c) for c in self.chunks[:-1]])]
+
+
+def empty_properties(mode: str | None) -> dict[str, np.ndarray]:
+    """The properties of an empty track table."""
+    props = {"frame_num": np.zeros(0, np.int64)}
+    if mode is None:
+        props["label"] = np.zeros(0, np.int64)
+    return props
+
+
+def track_plan(dataset: TrackingDataset, flow: Any, *, label: int | None = None, start_frame: int = 0,
+               end_frame: int | None = None, min_track_num: int = 0, skip_coords: int = 1,
+               max_distance_um: float = 0.5, compat: Any = None, labels: Any = None,
+               chunk_size: Any = DEFAULT_SEED_CHUNK, fallback_radius_um: Any = "auto",
+               keep_outside: bool | None = None, rows_per_chunk: int = 1 << 18) -> TrackPlan:
+    """Check the arguments of :func:`label_tracks` (InputError before any work), find the
+    seeds (one small task per block of the start frame) and build the walks' inputs.
+
+    ``chunk_size="auto"`` takes ``rows_per_chunk // (frames walked + 1)`` seeds per chunk,
+    so that a chunk's rows stay near ``rows_per_chunk`` whatever the number of frames.
+    """
+    mode = resolve_compat(compat)
+    if not isinstance(dataset, TrackingDataset):
+        raise InputError(f"dataset must be a TrackingDataset, got {type(dataset).__name__}")
+    lab = dataset.labels if labels is None else labels
+    if not isinstance(lab, da.Array):
+        lab = np.asarray(lab)
+        lab = da.from_array(lab, chunks=(1,) + lab.shape[1:])
+    if tuple(lab.shape) != tuple(dataset.shape):
+        raise InputError(f"labels must have the dataset's shape {dataset.shape}, got {tuple(lab.shape)}")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise InputError(f"labels must hold integer ids, got dtype {lab.dtype}")
+    lab = array_to_host(lab)  # CuPy chunks: seeds and label look-ups are small host work
+    n_frames = dataset.n_frames
+    start = _int_arg("start_frame", start_frame, 0, n_frames - 1)
+    end = _int_arg("end_frame", end_frame, 0, n_frames, allow_none=True)
+    end = n_frames if end is None else end
+    label = _int_arg("label", label, 0, allow_none=True)
+    min_track_num = _int_arg("min_track_num", min_track_num, 0)
+    skip = _int_arg("skip_coords", skip_coords, 1)
+    table = as_flow_table(flow, ndim=dataset.ndim, n_frames=n_frames)
+    radius = gate_radius_um(max_distance_um, dataset.dt)
+    d = dataset.ndim
+    attrs = {"label": label, "start_frame": start, "end_frame": end_frame, "min_track_num": min_track_num,
+             "skip_coords": skip, "max_distance_um": float(max_distance_um), "radius_um": radius,
+             "compat": mode or "fixed"}
+
+    fw_frames = list(range(start, end)) if start < end else []
+    bw_frames = list(range(start, -1, -1)) if start > 0 else []
+    if isinstance(chunk_size, str) and chunk_size == "auto":
+        chunk = max(1, rows_per_chunk // (len(fw_frames) + len(bw_frames) + 1))
+    else:
+        chunk = _int_arg("chunk_size", chunk_size, 1)
+    fallback = None
+    if isinstance(fallback_radius_um, str):
+        if fallback_radius_um != "auto":
+            raise InputError(f"fallback_radius_um must be a number (um), 'auto' or None, got {fallback_radius_um!r}")
+        fallback_radius_um = 4.0 * radius if mode is None else None
+    if keep_outside is None:
+        keep_outside = mode is None
+    if fallback_radius_um is not None and mode is None:
+        fallback = float(fallback_radius_um)
+        if not np.isfinite(fallback) or fallback <= radius:
+            raise InputError(f"fallback_radius_um must be a number above the radius {radius:g} um, "
+                             f"got {fallback_radius_um!r}")
+        attrs["fallback_radius_um"] = fallback
+    attrs["keep_outside"] = bool(keep_outside) and mode is None
+
+    seeds, seed_labels = _seeds(lab, start, label, skip)
+    attrs["n_seeds"] = len(seeds)
+    chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
+    fw_p = WalkParams(tuple(dataset.spacing), radius, True, mode, fallback)
+    bw_p = WalkParams(tuple(dataset.spacing), radius, False, mode, fallback)
+    fw_a = {t: frame_anchors_lazy(table, t, True) for t in fw_frames} if len(seeds) else {}
+    bw_a = {t: frame_anchors_lazy(table, t, False) for t in bw_frames} if len(seeds) else {}
+    return TrackPlan(mode, lab, d, start, end, min_track_num, attrs, seeds, seed_labels, chunks,
+                     fw_frames, bw_frames, fw_p, bw_p, fw_a, bw_a, fallback)
 
 
 def _end_reasons(walked: np.ndarray, inside: np.ndarray, kept: np.ndarray, end: int,
