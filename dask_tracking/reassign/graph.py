@@ -41,7 +41,8 @@ from .block_voxels import BlockVoxels, block_voxels, labels_at, region_voxels
 from .candidates import Candidates, block_candidates, forward_predictions, frame_index
 from .halo import candidate_halo, max_displacement
 from .params import ReassignParams
-from .vote import best_matches, fill_block, merge_matches, merge_object_votes, object_votes, vote_with_sources
+from .vote import (best_matches, fill_at_voxels, merge_matches, merge_object_votes, object_votes_at_voxels,
+                   vote_at_voxels)
 
 __all__ = ["Region", "build_graph"]
 
@@ -107,13 +108,13 @@ def _core(c: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in c)
 
 
-def _forward_task(vox: BlockVoxels, a_fw, spacing, radius, compat, idx_prev, idx_next=None):
+def _forward_task(vox: BlockVoxels, a_fw, spacing, radius, compat, idx_prev, idx_next=None, gate=None):
     return forward_predictions(vox.coords(), a_fw, spacing, radius, compat=compat, index_prev=idx_prev,
                                index_next=idx_next)
 
 
 def _candidates_task(forward, src_pieces, src_box, tgt_pieces, tgt_box, core, a_bw, spacing, radius,
-                     compat, idx_prev, idx_next, spatial_shape) -> Candidates:
+                     compat, idx_prev, idx_next, spatial_shape, gate=None) -> Candidates:
     nd = len(spacing)
     prev = (region_voxels(src_pieces, src_box[0], src_box[1], spatial_shape) if src_pieces is not None
             else np.zeros((0, nd), np.int64))
@@ -157,19 +158,31 @@ def _carry_task(final: np.ndarray, vox: BlockVoxels) -> np.ndarray:
     return np.asarray(final).reshape(-1)[vox.flat].astype(np.int32)
 
 
+def _dense_task(values: np.ndarray, vox: BlockVoxels) -> np.ndarray:
+    """An output block: ``values`` at the block's labelled voxels, 0 elsewhere, int32."""
+    out = np.zeros(vox.shape, dtype=np.int32)
+    out.reshape(-1)[vox.flat] = values
+    return out
+
+
 def _zeros_task(shape) -> np.ndarray:
     return np.zeros(tuple(shape), dtype=np.int32)
 
 
+def _gate_task(*_: Any) -> None:
+    """Done token of one frame of the label chain (bounds how far candidates run ahead)."""
+    return None
+
+
 def _vote_task(cands, carries, src_pieces, vox_next: BlockVoxels, kind: str, stop) -> np.ndarray:
     if stop or len(cands) == 0:
-        return np.zeros(vox_next.shape, dtype=np.int32)
+        return np.zeros(len(vox_next), dtype=np.int32)
     src = labels_at(cands.source, src_pieces, carries)
-    return vote_with_sources(cands, src, vox_next.dense(kind), vox_next.offset)
+    return vote_at_voxels(cands, src, vox_next.flat, vox_next.values(kind), vox_next.shape, vox_next.offset)
 
 
 def _object_votes_task(voted, vox: BlockVoxels, kind: str):
-    return object_votes(voted, vox.dense(kind))
+    return object_votes_at_voxels(voted, vox.values(kind))
 
 
 def _max_task(vox: BlockVoxels, kind: str) -> int:
@@ -191,10 +204,10 @@ def _merge_task(pieces, base, stop):
 
 
 def _fill_task(voted, vox: BlockVoxels, kind: str, mapping) -> np.ndarray:
-    return fill_block(voted, vox.dense(kind), mapping)
+    return fill_at_voxels(voted, vox.values(kind), mapping)
 
 
-def _frame_index_task(pieces, spatial_shape, spacing, radius, a_fw, a_bw):
+def _frame_index_task(pieces, spatial_shape, spacing, radius, a_fw, a_bw, gate=None):
     return frame_index([p.coords() for p in pieces], spatial_shape, spacing, radius, a_fw, a_bw)
 
 
@@ -266,6 +279,18 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             return tuple(max_displacement_voxels)
         return max_displacement(rows[t], nd)
 
+    t0 = 0 if initial is None else int(initial[0])
+
+    def carry_key(kind, t, bidx):
+        """The key of frame t's reassigned labels of one block at its labelled voxels."""
+        if t <= t0:
+            return k(f"{kind}-carry", t, *bidx)
+        return k(f"{kind}-fill" if params.fill_unmatched else f"{kind}-vote", t, *bidx)
+
+    def gate_key(t):
+        """Done token of frame t-1 of the chain, for the tasks of pair t (None: no wait)."""
+        return k("gate", t) if t0 + 2 <= t < T - 1 else None
+
     for t in range(T - 1):
         dsk[k("anchors-fw", t)] = (_anchors_task, rows_arg(t), nd, True)
         dsk[k("anchors-bw", t)] = (_anchors_task, rows_arg(t), nd, False)
@@ -283,14 +308,14 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             vkeys = [k("voxels", t, *b.index) for b in blocks]
             a_fw = k("anchors-fw", t) if t < T - 1 else None
             a_bw = k("anchors-bw", t - 1) if t >= 1 else None
-            dsk[k("index", t)] = (_frame_index_task, vkeys, shape, sp, r, a_fw, a_bw)
+            dsk[k("index", t)] = (_frame_index_task, vkeys, shape, sp, r, a_fw, a_bw, gate_key(t - 1))
 
     # forward predictions per (pair, source block): each labelled voxel moved once
     for t in range(T - 1):
         for b in blocks:
             dsk[k("fwd", t, *b.index)] = (_forward_task, k("voxels", t, *b.index), k("anchors-fw", t), sp, r,
                                           params.compat, k("index", t) if nellie else None,
-                                          k("index", t + 1) if nellie else None)
+                                          k("index", t + 1) if nellie else None, gate_key(t))
 
     # candidates and best matches per (pair, target block)
     src_regions: dict = {}
@@ -321,7 +346,8 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             ck = k("cand", t, *b.index)
             dsk[ck] = (_candidates_task, fwd, pieces["src"][0], pieces["src"][1], pieces["tgt"][0],
                        pieces["tgt"][1], core, k("anchors-bw", t), sp, r, params.compat,
-                       k("index", t) if nellie else None, k("index", t + 1) if nellie else None, shape)
+                       k("index", t) if nellie else None, k("index", t + 1) if nellie else None, shape,
+                       gate_key(t))
             dsk[k("best", t, *b.index)] = (best_matches, ck, shape)
 
     # stop chain (Nellie's break)
@@ -342,10 +368,8 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                    stop_keys[t] if stop_keys else False)
         matches_keys.append(mk)
 
-    # label chains
-    t0 = 0
-    if initial is not None:
-        t0 = int(initial[0])
+    # label chains: each vote gives one value per labelled voxel of its block (the carry
+    # of the next pair); dense blocks are made only for the outputs
     finals = {}
     for kind, orig, init in (("obj", labels, initial[1] if initial else None),
                              ("br", branches, initial[2] if initial else None)):
@@ -378,22 +402,28 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             for b in blocks:
                 _, cidx = src_regions[(t, b.index)]
                 vox_next = k("voxels", t + 1, *b.index)
-                vk = k(f"{kind}-vote", t + 1, *b.index) if params.fill_unmatched else k(f"{kind}-final", t + 1, *b.index)
-                dsk[vk] = (_vote_task, k("cand", t, *b.index), [k(f"{kind}-carry", t, *c) for c in cidx],
+                vk = k(f"{kind}-vote", t + 1, *b.index)
+                dsk[vk] = (_vote_task, k("cand", t, *b.index), [carry_key(kind, t, c) for c in cidx],
                            [k("voxels", t, *c) for c in cidx], vox_next, kind, stop)
                 if params.fill_unmatched:
                     ok = k(f"{kind}-ov", t + 1, *b.index)
                     dsk[ok] = (_object_votes_task, vk, vox_next, kind)
                     ov.append(ok)
+                else:
+                    dsk[k(f"{kind}-final", t + 1, *b.index)] = (_dense_task, vk, vox_next)
                 final[(t + 1,) + tuple(b.index)] = k(f"{kind}-final", t + 1, *b.index)
-                if t + 1 < T - 1:  # the next vote reads this frame's labels at its labelled voxels
-                    dsk[k(f"{kind}-carry", t + 1, *b.index)] = (_carry_task, k(f"{kind}-final", t + 1, *b.index),
-                                                                 vox_next)
             if params.fill_unmatched:
                 mk = k(f"{kind}-map", t + 1)
                 dsk[mk] = (_merge_task, ov, k(f"{kind}-base", t + 1), stop)
                 for b in blocks:
-                    dsk[k(f"{kind}-final", t + 1, *b.index)] = (
-                        _fill_task, k(f"{kind}-vote", t + 1, *b.index), k("voxels", t + 1, *b.index), kind, mk)
+                    fk = k(f"{kind}-fill", t + 1, *b.index)
+                    dsk[fk] = (_fill_task, k(f"{kind}-vote", t + 1, *b.index), k("voxels", t + 1, *b.index), kind, mk)
+                    dsk[k(f"{kind}-final", t + 1, *b.index)] = (_dense_task, fk, k("voxels", t + 1, *b.index))
         finals[kind] = final
+
+    # gates: the candidates (and forward predictions, frame indexes) of pair t wait until
+    # frame t-1 is reassigned, so at most about two pairs of them are alive at once
+    for t in range(t0 + 2, T - 1):
+        dsk[gate_key(t)] = (_gate_task, [carry_key(kind, t - 1, b.index) for kind in ("obj", "br")
+                                         for b in blocks])
     return BuiltGraph(dsk, finals["obj"], finals["br"], matches_keys, stop_keys)

@@ -13,8 +13,8 @@ import numpy as np
 
 from .candidates import Candidates
 
-__all__ = ["ObjectVotes", "best_matches", "fill_block", "match_dtype", "merge_object_votes",
-           "object_votes", "vote_block", "vote_with_sources"]
+__all__ = ["ObjectVotes", "best_matches", "fill_at_voxels", "fill_block", "match_dtype", "merge_object_votes",
+           "object_votes", "object_votes_at_voxels", "vote_at_voxels", "vote_block", "vote_with_sources"]
 
 VOTE_EPS = 1e-6
 
@@ -97,6 +97,63 @@ def vote_with_sources(cands: Candidates, source_labels: np.ndarray, labels_next:
     return out
 
 
+def vote_at_voxels(cands: Candidates, source_labels: np.ndarray, flat: np.ndarray, labels_next: np.ndarray,
+                   shape: Sequence[int], core_start: Sequence[int]) -> np.ndarray:
+    """:func:`vote_with_sources` at the labelled voxels of the block only (the graph's form).
+
+    Parameters
+    ----------
+    cands : Candidates
+        The block's candidates (targets in this core).
+    source_labels : (n,) int64
+        Reassigned label at frame t of ``cands.source`` (0: none).
+    flat : (m,) int64
+        Raster index within the block (``shape``) of its labelled voxels, ascending.
+    labels_next : (m,) int
+        Original ids (objects or branches) of frame t+1 at those voxels.
+    shape, core_start : sequence of int
+        The block's shape and the frame coordinates of its first voxel.
+
+    Returns
+    -------
+    (m,) int32
+        The voted label at each voxel of ``flat`` (0: none); scattered into a block of
+        zeros it equals :func:`vote_with_sources`.
+    """
+    flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+    out = np.zeros(len(flat), dtype=np.int32)
+    if len(cands) == 0 or len(flat) == 0:
+        return out
+    lab = np.asarray(source_labels, dtype=np.int64)
+    f = np.ravel_multi_index(_local(cands.target, core_start), tuple(shape))
+    pos = np.minimum(np.searchsorted(flat, f), len(flat) - 1)
+    lab_next = np.asarray(labels_next)
+    keep = (lab > 0) & (flat[pos] == f)
+    keep &= lab_next[pos] > 0
+    if not keep.any():
+        return out
+    pos = pos[keep]
+    lab = lab[keep]
+    w = 1.0 / (cands.error[keep] + VOTE_EPS)
+    # group (target, label) in candidate order; sum weights in that order
+    order = np.lexsort((lab, pos))
+    p, l = pos[order], lab[order]
+    new = np.ones(len(p), dtype=bool)
+    new[1:] = (p[1:] != p[:-1]) | (l[1:] != l[:-1])
+    gid = np.cumsum(new) - 1
+    group_of = np.empty(len(p), dtype=np.int64)
+    group_of[order] = gid
+    sums = np.bincount(group_of, weights=w, minlength=int(gid[-1]) + 1)
+    gp, gl = p[new], l[new]
+    # per target: largest sum, then smallest label
+    o2 = np.lexsort((gl, -sums, gp))
+    gp, gl = gp[o2], gl[o2]
+    first = np.ones(len(gp), dtype=bool)
+    first[1:] = gp[1:] != gp[:-1]
+    out[gp[first]] = gl[first].astype(np.int32)
+    return out
+
+
 def match_dtype(spatial_shape: Sequence[int]) -> np.dtype:
     """Nellie's dtype of voxel matches: uint16, or uint32/uint64 for larger frames."""
     m = max(spatial_shape)
@@ -171,6 +228,24 @@ def object_votes(voted: np.ndarray, labels_next: np.ndarray) -> ObjectVotes:
     return ObjectVotes(objects, pairs, counts.astype(np.int64))
 
 
+def object_votes_at_voxels(voted: np.ndarray, labels_next: np.ndarray) -> ObjectVotes:
+    """:func:`object_votes` from the values at a block's labelled voxels (same answer).
+
+    ``voted`` and ``labels_next`` are aligned (m,) arrays: the voted label and the
+    original id of each labelled voxel.
+    """
+    lab = np.asarray(labels_next)
+    voted = np.asarray(voted)
+    m = lab > 0
+    objects = np.unique(lab[m]).astype(np.int64)
+    mv = m & (voted > 0)
+    if not mv.any():
+        return ObjectVotes(objects, np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))
+    pairs, counts = np.unique(np.stack([lab[mv].astype(np.int64), voted[mv].astype(np.int64)], 1),
+                              axis=0, return_counts=True)
+    return ObjectVotes(objects, pairs, counts.astype(np.int64))
+
+
 def merge_object_votes(pieces: Sequence[ObjectVotes], new_id_base: int) -> tuple[np.ndarray, np.ndarray]:
     """Identity of every object of a frame for its unmatched voxels.
 
@@ -219,3 +294,9 @@ def fill_block(voted: np.ndarray, labels_next: np.ndarray,
         val = np.where(ok & (objs[pos] == ids), labels[pos], 0) if ok else np.zeros_like(ids)
         out[un] = val.astype(np.int32)
     return out
+
+
+def fill_at_voxels(voted: np.ndarray, labels_next: np.ndarray,
+                   mapping: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """:func:`fill_block` on the values at a block's labelled voxels, (m,) int32."""
+    return fill_block(voted, labels_next, mapping)
