@@ -11,8 +11,9 @@ Stages:
 ``flow``       ``estimate_flow(ds, compat=...)`` written with ``FlowTable.to_zarr`` (``flow``)
 ``reassign``   ``reassign_labels(ds, flow, compat=...)``; ``labels_reassigned`` and
                ``branches_reassigned`` stored to OUT.zarr in one ``da.store``
-``tracks``     ``label_tracks(ds, flow, label=None, start_frame=0, compat=...)``; rows
-               ``track_id, t, z, y, x`` saved as ``tracks_labelall_start0.npy`` next to OUT.zarr
+``tracks``     ``write_label_tracks(ds, flow, OUT, label=None, start_frame=0, compat=...)``: the
+               tasks write rows ``track_id, t, z, y, x`` to ``tracks`` of OUT.zarr (and
+               ``tracks_properties/*``), the layout of ``dask_tracking.run(tracks=True)``
 ``read``       the floor: read (and decompress) every chunk of the volumes in ``--volumes`` once
 ``all``        flow, reassign and tracks in one process and one cluster
 
@@ -105,41 +106,32 @@ def run_reassign(ds, flow, out: Path, compat, ckw):
     da.store(sources, targets, lock=False, **ckw)
 
 
-def _as_rows(tracks, ckw):
-    import dask
-    import numpy as np
-
-    for attr in ("to_numpy", "rows", "data"):
-        v = getattr(tracks, attr, None)
-        if v is None:
-            continue
-        if callable(v):
-            try:
-                return np.asarray(v(**ckw))
-            except TypeError:
-                return np.asarray(v())
-        tracks = v
-        break
-    if isinstance(tracks, tuple):  # (tracks, properties) as Nellie returns
-        tracks = tracks[0]
-    if dask.is_dask_collection(tracks):
-        tracks = dask.compute(tracks, **ckw)[0]
-    return np.asarray(tracks, dtype=np.float64)
-
-
 def run_tracks(ds, flow, out: Path, compat, ckw):
-    import numpy as np
-
+    """``write_label_tracks``: the tasks write the rows to ``tracks`` (and ``tracks_properties``)
+    of OUT.zarr; no process holds more than one seed chunk's rows."""
     import dask_tracking as dt
 
-    rows = _as_rows(dt.label_tracks(ds, flow, label=None, start_frame=0, compat=compat), ckw)
-    rows = rows.reshape(-1, ds.ndim + 2)
-    np.save(tracks_path(out), rows)
-    return len(rows)
+    return int(dt.write_label_tracks(ds, flow, str(out), label=None, start_frame=0, compat=compat, **ckw))
 
 
 def tracks_path(out: Path) -> Path:
+    """Where earlier versions saved the rows as .npy (read by the parity check when OUT has no ``tracks``)."""
     return out.with_name(out.stem + "-tracks_labelall_start0.npy")
+
+
+def read_tracks_rows(out: Path):
+    """The (K, 2+d) rows of a tracks stage: ``tracks`` of OUT.zarr, else the older .npy beside it."""
+    import numpy as np
+    import zarr
+
+    try:
+        g = zarr.open_group(str(out), mode="r")
+        if "tracks" in g:
+            return np.asarray(g["tracks"][...], dtype=np.float64)
+    except Exception:  # no store: fall back on the .npy
+        pass
+    p = tracks_path(out)
+    return np.load(p) if p.exists() else None
 
 
 def main(argv=None) -> int:

@@ -11,8 +11,8 @@ memory of the whole process tree (dask workers included, see ``_measure.py``):
 * Nellie 1.0.4 (its own venv, ``device="cpu"``, defaults): ``HuMomentTracking``,
   ``VoxelReassigner``, ``LabelTracks.run(label_num=None, start_frame=0)``;
 * dask_tracking with ``compat="nellie"`` and with the default (fixed) mode:
-  ``estimate_flow``, ``reassign_labels``, ``label_tracks(label=None, start_frame=0)``,
-  each writing its output (zarr; tracks as .npy);
+  ``estimate_flow``, ``reassign_labels``, ``write_label_tracks(label=None, start_frame=0)``,
+  each writing its output to zarr (tracks: ``tracks`` of the OUT store, written by the tasks);
 * the read floor: reading every input chunk of a stage once, on the same scheduler;
 
 then checks parity in the same run: compat flow rows == Nellie's flow rows (same
@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 import make_inputs  # noqa: E402
 import nellie_env  # noqa: E402
 from _measure import run_measured  # noqa: E402
-from _ours_stage import STAGE_INPUTS, tracks_path  # noqa: E402
+from _ours_stage import STAGE_INPUTS, read_tracks_rows, tracks_path  # noqa: E402
 
 RESULTS = HERE / "results"
 OUT = HERE / "work" / "out"
@@ -182,11 +182,12 @@ def parity_labels(nellie_tif: str, ours_zarr: str, name: str) -> dict:
     return {"equal": n_diff == 0, "voxels_differing": n_diff, "frames_differing": frames_diff[:20]}
 
 
-def parity_tracks(nellie_npy: str, ours_npy: str) -> dict:
+def parity_tracks(nellie_npy: str, ours_out: str) -> dict:
+    """Nellie's rows against ours (``tracks`` of our OUT.zarr, or an older run's .npy), as row sets."""
     a = np.load(nellie_npy)
-    if not Path(ours_npy).exists():
-        return {"equal": False, "error": f"{ours_npy} missing"}
-    b = np.load(ours_npy)
+    b = read_tracks_rows(Path(ours_out))
+    if b is None:
+        return {"equal": False, "error": f"no tracks in {ours_out} (nor {tracks_path(Path(ours_out))})"}
     d = {"rows_nellie": int(len(a)), "rows_ours": int(len(b))}
     if a.shape != b.shape:
         d["equal"] = False
@@ -212,8 +213,7 @@ def parity(paths: dict, nellie: dict, ours: dict) -> dict:
                                                    "branches_reassigned")
     nt = nellie.get("tracks", {})
     if nt.get("ok") and ours.get("tracks", {}).get("ok"):
-        res["tracks"] = parity_tracks(nt["inner"]["outputs"]["tracks"],
-                                      str(tracks_path(Path(ours["tracks"]["out"]))))
+        res["tracks"] = parity_tracks(nt["inner"]["outputs"]["tracks"], ours["tracks"]["out"])
     res["all_equal"] = bool(res) and all(v.get("equal") for v in res.values() if isinstance(v, dict)) \
         and len([k for k in res if k != "all_equal"]) == 4
     return res

@@ -227,30 +227,6 @@ def _write_matches(path: str, t: int, matches: Any, stopped: Any = False) -> int
     return int(m.shape[0])
 
 
-def _write_tracks(path: str, data: Any, properties: Any, columns: list[str]) -> int:
-    import zarr
-
-    from .backend import to_host
-
-    rows = np.asarray(to_host(data), dtype=np.float64).reshape(-1, len(columns))
-    n = out_store.write_rows(path, "tracks", rows, {
-        "columns": columns,
-        "units": {"track_id": "id", "t": "frame", "position": "voxel"},
-        "description": "napari tracks layer rows",
-    })
-    g = zarr.open_group(str(path), mode="a")
-    pg = g.require_group("tracks_properties")
-    for name, values in dict(properties or {}).items():
-        v = np.asarray(to_host(values))
-        if v.dtype == object:
-            v = v.astype(str)
-        if v.shape[:1] != (n,):
-            continue
-        out_store.write_rows(path, f"tracks_properties/{name}", v)
-    pg.attrs["description"] = "one array per property of the tracks rows"
-    return n
-
-
 def _frame_writes(path: str, group: Any, frames: list[int], labels: da.Array, reassigned: Any) -> list:
     """One Delayed per frame: write its reassigned labels, branches and voxel matches, then mark it done.
 
@@ -377,7 +353,8 @@ def run(
     flow_mode : str
         Passed to :func:`dask_tracking.estimate_flow` as ``mode``.
     track_label, track_start_frame
-        Passed to :func:`dask_tracking.label_tracks` (``label``, ``start_frame``).
+        Passed to :func:`dask_tracking.write_label_tracks` (``label``, ``start_frame``): the
+        tasks write the rows to the store, so no process holds more than one seed chunk's rows.
     scale : mapping or sequence, optional
         Override or supply the scale (T in s, Z/Y/X in um).
     flow : FlowTable, optional
@@ -434,9 +411,9 @@ def run(
     from .flow import estimate_flow
     from .reassign import reassign_labels
 
-    label_tracks = None
+    write_label_tracks = None
     if tracks:
-        from .tracks import label_tracks
+        from .tracks import write_label_tracks
 
     from .accuracy import resolve_accuracy
 
@@ -505,12 +482,12 @@ def run(
         counts_for.extend(frames)
     n_track_rows = None
     if tracks and not (resumed and group.attrs.get("tracks_done", False)):
-        tr = label_tracks(ds, flow, label=track_label, start_frame=track_start_frame, compat=compat,
-                          **acc.track_kwargs())
-        cols = ["track_id", "t", *ds.axes[1:].lower()]
-        # the walk's rows are in this process already (label_tracks computed them): write them here
-        # rather than ship them to a worker inside the graph
-        n_track_rows = int(_write_tracks(str(path), tr.data, getattr(tr, "properties", None), cols))
+        # the tasks write the rows (no process holds more than one seed chunk's rows)
+        job = write_label_tracks(ds, flow, str(path), name="tracks", label=track_label,
+                                 start_frame=track_start_frame, compat=compat, compute=False,
+                                 **acc.track_kwargs())
+        log.info("tracks: writing label tracks from frame %d", track_start_frame)
+        n_track_rows = int(_compute([job], client, progress)[0])
         group.attrs.update({"tracks_done": True})
     elif tracks:
         n_track_rows = int(group["tracks"].shape[0])

@@ -336,8 +336,9 @@ def _seeds(lab: da.Array, start: int, label: int | None, skip: int) -> tuple[np.
     """
     frame = lab[start]
     d = frame.ndim
-    tasks = [dask.delayed(_block_seeds)(frame.blocks[idx], tuple(int(c[:i].sum()) for c, i in
-                                                                  zip(map(np.asarray, frame.chunks), idx)), label)
+    blocks = frame.to_delayed(optimize_graph=False)   # one graph for all blocks (fast to build)
+    tasks = [dask.delayed(_block_seeds)(blocks[idx], tuple(int(c[:i].sum()) for c, i in
+                                                           zip(map(np.asarray, frame.chunks), idx)), label)
              for idx in np.ndindex(*frame.numblocks)]
     parts = dask.compute(*tasks)
     pts = np.concatenate([p[0] for p in parts] + [np.zeros((0, d), np.int64)])
@@ -409,11 +410,12 @@ def inside_labels(data: np.ndarray, lab: da.Array) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, flat_sorted[1:] != flat_sorted[:-1]])
     stops = np.r_[starts[1:], len(order)]
     tasks, sel = [], []
+    blocks = lab.to_delayed(optimize_graph=False)   # one graph for all blocks (fast to build)
     for a0, a1 in zip(starts, stops):
         which = order[a0:a1]
         block = tuple(int(v) for v in bidx[which[0]])
         origin = np.array([bounds[a][block[a]] for a in range(len(block))], dtype=np.int64)
-        tasks.append(dask.delayed(_block_labelled)(lab.blocks[block], idx[which] - origin))
+        tasks.append(dask.delayed(_block_labelled)(blocks[block], idx[which] - origin))
         sel.append(which)
     for which, vals in zip(sel, dask.compute(*tasks)):
         keep[rows[which]] = vals
