@@ -1,30 +1,45 @@
 """``estimate_flow``: the lazy graph of marker features and frame-pair matching.
 
-Graph, per frame t (every task holds at most one block plus its halo):
+Graph, per frame t and spatial block (a chunk of the dataset's grid); every task
+holds at most one block plus the parts of its neighbours its markers' ROI boxes
+reach, and reads the chunks it uses itself (:mod:`dask_tracking.reads`), so no chunk
+is held in memory between two passes over a frame:
 
-1. ``scan`` per spatial block (core + 1 voxel): the markers of the core, their
-   ROI half-width ``ceil(2 * maxfilter(distance))`` and the block minimum of the
-   log-transformed preprocessed image.
-2. ``summary`` per frame (tiny): the frame-global padded cube side ``R``, the
-   log shift, the ROI layout (Nellie's dense cube or streaming) and a check
-   that every ROI fits the halo.
-3. ``features`` per block (core + halo of the largest ROI half-width, from
-   :mod:`dask_tracking.blocks`): stats and log Hu moments of the core's markers.
-4. ``frame`` per frame: the block features in raster order.
-5. ``match`` per frame pair (t, t+1): rows in Nellie's layout. Frame t's
+1. ``scan`` per block (core only): the markers of the core, the maximum of the
+   distance image over each marker's 3^d window inside the core, the block minimum
+   of the log-transformed preprocessed image, and the core's one-voxel faces of the
+   distance image (for the neighbours' windows).
+2. ``radii`` per block (tiny): each marker's ROI half-width
+   ``ceil(2 * maxfilter(distance))``, the windows that cross the core completed from
+   the neighbours' faces.
+3. ``summary`` per frame (tiny): the frame-global padded cube side ``R``, the log
+   shift, the ROI layout (Nellie's dense cube or streaming) and a check that every
+   ROI fits the halo bound (:func:`roi_halo`).
+4. ``ring`` per block, after the summary: the parts of the block's raw and
+   preprocessed core that the neighbours' ROI boxes cover (a few voxels thick).
+5. ``features`` per block: the core's markers' ROI window assembled from the core
+   and the neighbours' rings; stats and log Hu moments of each marker.
+6. ``frame`` per frame: the block features in raster order.
+7. ``match`` per frame pair (t, t+1): rows in Nellie's layout. Frame t's
    features feed pairs (t-1, t) and (t, t+1) and are computed once.
-6. Default mode only: ``refine`` per (frame pair, block) on windows of the
+8. Default mode only: ``refine`` per (frame pair, block) on windows of the
    preprocessed frames t and t+1 (:mod:`.refine`), then ``one_to_one`` per pair
    (:mod:`.assignment`).
+
+Chunks stored on disk (``da.from_zarr``) are read three times per frame for the
+preprocessed image (scan, ring, features), twice for the raw image and once for the
+markers and distance; chunks computed upstream are shared keys instead.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from dask._task_spec import List, Task, TaskRef
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
@@ -33,11 +48,12 @@ from ..backend import to_host
 from ..blocks import halo_voxels, iter_blocks
 from ..config import gate_radius_um, resolve_compat
 from ..dataset import InputError, TrackingDataset, validate
-from .features import FrameFeatures, block_features, log_min, roi_radius_at
+from .features import FrameFeatures, block_features, log_min, window_max
 from .assignment import one_to_one_flow
 from .matching import flow_rows, match_frames
 from .refine import refine_flow
-from .regions import ChunkGrid, read_region
+from ..reads import ChunkReads
+from .regions import ChunkGrid, paste, read_region
 from .table import FlowTable
 
 __all__ = ["FlowParams", "estimate_flow", "MODES"]
@@ -195,32 +211,49 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
     compat_on = params.compat == "nellie"
     use_libm = params.compat_math == "libm"
 
-    grids = {n: ChunkGrid(getattr(dataset, n)) for n in ("raw", "preprocessed", "distance", "markers")}
-    scan_blocks = list(iter_blocks(chunks, depth=1))
-    feat_blocks = list(iter_blocks(chunks, depth=halo))
+    names = ("raw", "preprocessed", "distance", "markers")
+    grids = {n: ChunkGrid(getattr(dataset, n)) for n in names}
+    reads = {n: ChunkReads(getattr(dataset, n)) for n in names}
+    blocks = list(iter_blocks(chunks))
+    near, faces = _neighbours(blocks, chunks, halo)
     ndim = len(frame_shape)
-    arrays = [getattr(dataset, n) for n in grids]
+    arrays = [getattr(dataset, n) for n in names]
     tok = tokenize([a.name for a in arrays], params, n_frames, radius)
-    scan_n, summ_n, feat_n = f"flow-scan-{tok}", f"flow-summary-{tok}", f"flow-features-{tok}"
+    scan_n, radii_n, summ_n = f"flow-scan-{tok}", f"flow-radii-{tok}", f"flow-summary-{tok}"
+    ring_n, feat_n = f"flow-ring-{tok}", f"flow-features-{tok}"
     frame_n, pair_n = f"flow-frame-{tok}", f"flow-pair-{tok}"
+
+    def core_read(name, t, b):
+        reg, keys = grids[name].region(t, b.core)
+        return reg, reads[name].nodes(keys)
 
     dsk: dict = {}
     for t in range(n_frames):
-        for bi, (b, fb) in enumerate(zip(scan_blocks, feat_blocks)):
-            mreg, mkeys = grids["markers"].region(t, b.core)
-            dreg, dkeys = grids["distance"].region(t, b.outer)
-            preg, pkeys = grids["preprocessed"].region(t, b.core)
-            dsk[(scan_n, t, bi)] = (_scan_block, mreg, mkeys, dreg, dkeys, preg, pkeys, frame_shape,
-                                    compat_on, use_libm)
-            rreg, rkeys = grids["raw"].region(t, fb.outer)
-            freg, fkeys = grids["preprocessed"].region(t, fb.outer)
-            dsk[(feat_n, t, bi)] = (_features_block, rreg, rkeys, freg, fkeys, (scan_n, t, bi),
-                                    (summ_n, t), frame_shape, compat_on, use_libm)
-        nb = len(scan_blocks)
-        dsk[(summ_n, t)] = (_frame_summary, [(scan_n, t, bi) for bi in range(nb)], halo, params, ndim)
-        dsk[(frame_n, t)] = (FrameFeatures.concat, [(feat_n, t, bi) for bi in range(nb)], ndim)
+        summ = TaskRef((summ_n, t))
+        for bi, b in enumerate(blocks):
+            key = (scan_n, t, bi)
+            dsk[key] = Task(key, _scan_block, *core_read("markers", t, b), *core_read("distance", t, b),
+                            *core_read("preprocessed", t, b), b.core, frame_shape, compat_on, use_libm)
+            key = (radii_n, t, bi)
+            dsk[key] = Task(key, _block_radii, TaskRef((scan_n, t, bi)),
+                            List(*(TaskRef((scan_n, t, j)) for j in faces[bi])), b.core, frame_shape)
+            key = (ring_n, t, bi)
+            dsk[key] = Task(key, _ring_block, *core_read("raw", t, b), *core_read("preprocessed", t, b),
+                            summ, list(near[bi]), List(*(TaskRef((radii_n, t, j)) for j in near[bi])),
+                            b.core, frame_shape)
+            key = (feat_n, t, bi)
+            dsk[key] = Task(key, _features_block, *core_read("raw", t, b), *core_read("preprocessed", t, b),
+                            TaskRef((radii_n, t, bi)), summ, bi,
+                            List(*(TaskRef((ring_n, t, j)) for j in near[bi])), frame_shape,
+                            compat_on, use_libm)
+        nb = len(blocks)
+        dsk[(summ_n, t)] = Task((summ_n, t), _frame_summary,
+                                List(*(TaskRef((radii_n, t, bi)) for bi in range(nb))), halo, params, ndim)
+        dsk[(frame_n, t)] = Task((frame_n, t), FrameFeatures.concat,
+                                 List(*(TaskRef((feat_n, t, bi)) for bi in range(nb))), ndim)
     for t in range(n_frames - 1):
-        dsk[(pair_n, t)] = (_match_pair, t, (frame_n, t + 1), (frame_n, t), spacing, radius, params)
+        dsk[(pair_n, t)] = Task((pair_n, t), _match_pair, t, TaskRef((frame_n, t + 1)), TaskRef((frame_n, t)),
+                                spacing, radius, params)
     graph = HighLevelGraph.from_collections(pair_n, dsk, dependencies=arrays)
     pairs = [Delayed((pair_n, t), graph, layer=pair_n) for t in range(n_frames - 1)]
     attrs = {"stage": "flow", "gate_radius_um": radius, "spacing_um": list(spacing), **asdict(params)}
@@ -236,16 +269,89 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
     return table
 
 
+# ----------------------------------------------------------------- graph
+def _neighbours(blocks, chunks, halo) -> tuple[list[list[int]], list[list[int]]]:
+    """Per block: the other blocks within ``halo`` voxels (ROI reach), and those within 1 voxel."""
+    bounds = [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks]
+    index = {b.index: bi for bi, b in enumerate(blocks)}
+
+    def around(b, depth):
+        ranges = []
+        for a, s in enumerate(b.core):
+            first = int(np.searchsorted(bounds[a], s.start - depth[a], side="right") - 1)
+            last = int(np.searchsorted(bounds[a], s.stop + depth[a], side="left") - 1)
+            ranges.append(range(max(first, 0), min(last, len(bounds[a]) - 2) + 1))
+        return [index[i] for i in itertools.product(*ranges) if i != b.index]
+
+    near = [around(b, halo) for b in blocks]
+    faces = [around(b, (1,) * len(halo)) for b in blocks]
+    return near, faces
+
+
+def _bounds(core) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray([s.start for s in core], dtype=np.int64),
+            np.asarray([s.stop for s in core], dtype=np.int64))
+
+
 # ----------------------------------------------------------------- tasks
-def _scan_block(mreg, mchunks, dreg, dchunks, preg, pchunks, frame_shape, compat=False,
+def _scan_block(mreg, mchunks, dreg, dchunks, preg, pchunks, core, frame_shape, compat=False,
                 use_libm=True):
-    """Markers of a block core, their ROI half-width and the block's log minimum."""
+    """Markers of a block core, their distance maximum within the core, the block's log
+    minimum and the core's one-voxel distance faces that neighbouring blocks need."""
+    lo, hi = _bounds(core)
     markers = to_host(read_region(mreg, mchunks))
     pts = np.argwhere(markers > 0).astype(np.int64)
-    pts += np.asarray(mreg.start, dtype=np.int64)
+    pts += lo
+    del markers
     distance = to_host(read_region(dreg, dchunks))
-    r = roi_radius_at(distance, pts, frame_shape, dreg.start)
-    return pts, np.ceil(r), log_min(to_host(read_region(preg, pchunks)), compat, use_libm)
+    local = window_max(distance, pts, lo, hi, lo)
+    faces = []
+    for a in range(len(frame_shape)):
+        for side, there in ((0, lo[a] > 0), (-1, hi[a] < frame_shape[a])):
+            if there:
+                cut = [slice(None)] * distance.ndim
+                cut[a] = slice(side, None) if side else slice(0, 1)
+                start = lo.copy()
+                if side:
+                    start[a] = hi[a] - 1
+                faces.append((start, np.array(distance[tuple(cut)], copy=True)))
+    return pts, local, log_min(to_host(read_region(preg, pchunks)), compat, use_libm), faces
+
+
+def _block_radii(scan, around, core, frame_shape):
+    """``(points, ROI half-widths, log minimum)`` of a block: ``ceil(2 * maxfilter(distance))``
+    over the whole 3^d window of each marker (clipped to the frame), as Nellie."""
+    pts, best, lmin, _ = scan
+    lo, hi = _bounds(core)
+    edge = np.any((pts == lo) | (pts == hi - 1), axis=1)
+    if np.any(edge):
+        faces = [f for s in around for f in s[3]]
+        best = best.copy()
+        best[edge] = _outside_max(pts[edge], best[edge], lo, hi, frame_shape, faces)
+    return pts, np.ceil(best * best.dtype.type(2)), lmin
+
+
+def _outside_max(pts, best, lo, hi, frame_shape, faces):
+    """``best`` raised to the neighbours' values in each point's 3^d window outside ``[lo, hi)``."""
+    best = best.copy()
+    last = np.asarray(frame_shape, dtype=np.int64) - 1
+    for off in np.ndindex(*(3,) * len(frame_shape)):
+        q = np.clip(pts + (np.asarray(off) - 1), 0, last)
+        out = np.any((q < lo) | (q >= hi), axis=1)
+        if not np.any(out):
+            continue
+        qo = q[out]
+        vals = np.zeros(len(qo), best.dtype)
+        seen = np.zeros(len(qo), bool)
+        for start, face in faces:
+            inside = np.all((qo >= start) & (qo < start + np.asarray(face.shape)), axis=1)
+            if np.any(inside):
+                vals[inside] = face[tuple((qo[inside] - start).T)]
+                seen |= inside
+        if not np.all(seen):  # pragma: no cover - the faces cover every window by construction
+            raise RuntimeError("a marker's distance window reaches beyond the neighbouring faces")
+        best[out] = np.maximum(best[out], vals)
+    return best
 
 
 def _frame_summary(scans, halo, params: FlowParams, ndim: int) -> dict:
@@ -266,17 +372,59 @@ def _frame_summary(scans, halo, params: FlowParams, ndim: int) -> dict:
     return {"n": n, "cube": cube, "shift": shift, "streaming": streaming}
 
 
-def _features_block(rreg, rchunks, preg, pchunks, scan, summary, frame_shape, compat, use_libm=True):
-    pts, radii, _ = scan
+def _roi_window(pts, radii, frame_shape):
+    """Frame box ``[lo, hi)`` that holds the ROI boxes of ``pts`` (None without points)."""
     if len(pts) == 0:
-        return FrameFeatures.empty(len(frame_shape))
-    # read only the window that the core's ROI boxes cover
+        return None
     lo = np.clip(pts - radii[:, None], 0, None).min(axis=0).astype(np.int64)
     hi = np.minimum(pts + radii[:, None] + 1, np.asarray(frame_shape)).max(axis=0).astype(np.int64)
-    rwin, pwin = rreg.window(lo, hi), preg.window(lo, hi)
-    raw = to_host(read_region(rwin, rchunks))
-    pre = to_host(read_region(pwin, pchunks))
-    return block_features(raw, pre, pts, radii, offset=rwin.start,
+    return lo, hi
+
+
+def _ring_block(rreg, rchunks, preg, pchunks, summary, near, radii, core, frame_shape):
+    """Per neighbouring block: the part of this core (raw, preprocessed) its ROI window covers.
+
+    ``summary`` is a dependency only: the ring is read once the frame's scan is done,
+    so its chunks are not held through it.
+    """
+    lo, hi = _bounds(core)
+    wanted = {}
+    for j, (pts, r, _) in zip(near, radii):
+        win = _roi_window(pts, r, frame_shape)
+        if win is None:
+            continue
+        a, b = np.maximum(win[0], lo), np.minimum(win[1], hi)
+        if np.all(b > a):
+            wanted[j] = (a, b)
+    if not wanted:
+        return {}
+    raw = to_host(read_region(rreg, rchunks))
+    pre = to_host(read_region(preg, pchunks))
+    ring = {}
+    for j, (a, b) in wanted.items():
+        cut = tuple(slice(x, y) for x, y in zip(a - lo, b - lo))
+        ring[j] = (a, np.array(raw[cut], copy=True), np.array(pre[cut], copy=True))
+    return ring
+
+
+def _features_block(rreg, rchunks, preg, pchunks, radii, summary, me, rings, frame_shape, compat,
+                    use_libm=True):
+    pts, r, _ = radii
+    win = _roi_window(pts, r, frame_shape)
+    if win is None:
+        return FrameFeatures.empty(len(frame_shape))
+    lo, hi = win
+    start = np.asarray(rreg.start, dtype=np.int64)
+    raw_parts = [(start, to_host(read_region(rreg, rchunks)))]
+    pre_parts = [(start, to_host(read_region(preg, pchunks)))]
+    for ring in rings:
+        if me in ring:
+            at, rp, pp = ring[me]
+            raw_parts.append((at, rp))
+            pre_parts.append((at, pp))
+    raw = paste(lo, hi, raw_parts, rreg.dtype)
+    pre = paste(lo, hi, pre_parts, preg.dtype)
+    return block_features(raw, pre, pts, r, offset=tuple(lo.tolist()),
                           frame_shape=frame_shape, cube=summary["cube"], shift=summary["shift"],
                           compat=compat, streaming=compat and summary["streaming"], use_libm=use_libm)
 

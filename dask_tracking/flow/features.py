@@ -30,6 +30,7 @@ __all__ = [
     "FrameFeatures",
     "transform_preprocessed",
     "roi_radius_at",
+    "window_max",
     "block_features",
     "n_hu",
 ]
@@ -149,15 +150,38 @@ def roi_radius_at(distance: Any, points: np.ndarray, frame_shape: tuple[int, ...
     ndarray, (n,) of distance's dtype
     """
     d = len(frame_shape)
+    best = window_max(distance, points, (0,) * d, frame_shape, offset)
+    return best * distance.dtype.type(2)
+
+
+def window_max(values: Any, points: np.ndarray, lo: tuple[int, ...], hi: tuple[int, ...],
+               offset: tuple[int, ...]) -> np.ndarray:
+    """Maximum of ``values`` over each point's 3^d window clipped to the frame box ``[lo, hi)``.
+
+    Parameters
+    ----------
+    values : ndarray
+        A region of the frame starting at ``offset`` that holds ``[lo, hi)``.
+    points : (n, d) int64
+        Frame voxel indices inside ``[lo, hi)``.
+    lo, hi, offset : tuple of int
+        Frame coordinates.
+
+    Returns
+    -------
+    ndarray, (n,) of values' dtype
+    """
+    d = len(lo)
+    first, last = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64) - 1
+    off0 = np.asarray(offset, dtype=np.int64)
     best = None
     for off in np.ndindex(*(3,) * d):
-        q = points + (np.asarray(off) - 1)
-        q = np.clip(q, 0, np.asarray(frame_shape) - 1) - np.asarray(offset)
-        v = distance[tuple(q.T)]
+        q = np.clip(points + (np.asarray(off) - 1), first, last) - off0
+        v = values[tuple(q.T)]
         best = v if best is None else np.maximum(best, v)
     if best is None:
-        best = np.zeros(0, distance.dtype)
-    return best * distance.dtype.type(2)
+        best = np.zeros(0, values.dtype)
+    return best
 
 
 # ---------------------------------------------------------------- statistics

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import dask.array as da
 import numpy as np
 
-__all__ = ["ChunkGrid", "Region", "read_region"]
+__all__ = ["ChunkGrid", "Region", "read_region", "paste"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,28 @@ def read_region(region: Region, chunks: Sequence[Any]) -> np.ndarray:
     out = xp.empty(region.shape, dtype=region.dtype)
     for c, (t_local, src, dst) in live:
         out[tuple(slice(a, b) for a, b in dst)] = c[(t_local,) + tuple(slice(a, b) for a, b in src)]
+    return out
+
+
+def paste(lo: Sequence[int], hi: Sequence[int], parts: Sequence[tuple[Sequence[int], Any]],
+          dtype: Any) -> np.ndarray:
+    """The frame box ``[lo, hi)`` assembled from ``parts``, ``(start, array)`` pairs.
+
+    Each part covers the frame box ``[start, start + array.shape)``; together the
+    parts must cover ``[lo, hi)`` (overlaps carry equal values). Voxels no part
+    covers are left uninitialised, so callers pass covering parts.
+    """
+    parts = [(np.asarray(s, dtype=np.int64), a) for s, a in parts if a is not None]
+    xp = _module(parts[0][1]) if parts else np
+    lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+    out = xp.empty(tuple((hi - lo).tolist()), dtype=dtype)
+    for start, a in parts:
+        g0 = np.maximum(lo, start)
+        g1 = np.minimum(hi, start + np.asarray(a.shape, dtype=np.int64))
+        if np.any(g1 <= g0):
+            continue
+        out[tuple(slice(x, y) for x, y in zip(g0 - lo, g1 - lo))] = \
+            a[tuple(slice(x, y) for x, y in zip(g0 - start, g1 - start))]
     return out
 
 
