@@ -3,7 +3,7 @@ total worker memory, run to the end under worker memory limits.
 
 One command::
 
-    python benchmarks/bench_larger_than_memory.py --shape 16 768 768 --frames 36 \\
+    python benchmarks/bench_larger_than_memory.py --shape 16 768 768 --frames 40 \\
         --workers 2 --memory-limit 1GB
 
 1. writes a synthetic movie with :func:`dask_tracking.datasets.write_synthetic_zarr`
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
         return _inner(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=(16, 768, 768))
-    p.add_argument("--frames", type=int, default=36)
+    p.add_argument("--frames", type=int, default=40)
     p.add_argument("--objects", type=int, default=None,
                    help="synthetic objects (default: the density of the synthetic default movie)")
     p.add_argument("--workers", type=int, default=2)
