@@ -340,7 +340,7 @@ def interpolate_points(
 
 
 #: Neighbour slots (rows x K) held at once by the kernel: bounds memory for any batch size.
-MAX_SLOTS = 1 << 21
+MAX_SLOTS = 1 << 18
 
 
 def _row_blocks(rows: np.ndarray, K: int):

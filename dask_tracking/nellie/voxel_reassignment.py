@@ -139,7 +139,9 @@ class VoxelReassigner:
                 if anchors is not None and len(v):
                     k = int(neighbour_counts(anchors, v.astype(float), sp, r).max())
                 tree = cKDTree(scaled(v, sp)) if len(v) else None
-                return FrameIndex(v, tree, k if forward else 0, 0 if forward else k)
+                keys = np.ravel_multi_index(tuple(v.T), ds.spatial_shape) if len(v) else np.zeros(0, np.int64)
+                return FrameIndex(tree, k if forward else 0, 0 if forward else k, keys, None, None,
+                                  tuple(ds.spatial_shape))
 
             ip, inx = index(vp, a_fw, True), index(vn, a_bw, False)
         fwd = forward_predictions(vp, a_fw, sp, r, compat=self.compat, index_prev=ip)

@@ -58,6 +58,13 @@ class BlockVoxels:
         c += np.asarray(self.offset, dtype=np.int64)
         return c
 
+    def frame_keys(self, frame_shape: Sequence[int]) -> np.ndarray:
+        """Raster index of the voxels in the whole frame (``frame_shape``), (n,) int64, ascending."""
+        if len(self.flat) == 0:
+            return np.zeros(0, dtype=np.int64)
+        loc = np.unravel_index(self.flat, self.shape)
+        return np.ravel_multi_index(tuple(c + int(o) for c, o in zip(loc, self.offset)), tuple(frame_shape))
+
     def values(self, kind: str) -> np.ndarray:
         """Input ids of ``kind`` (``"obj"`` or ``"br"``) at the voxels."""
         return self.objects if kind == "obj" else self.branches

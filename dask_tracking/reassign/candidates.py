@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["Candidates", "FrameIndex", "block_candidates", "forward_predictions", "frame_index", "nearest_voxel",
+__all__ = ["Candidates", "FrameIndex", "block_candidates", "forward_predictions", "frame_index", "frame_index_from_keys", "nearest_voxel",
            "scaled", "voxels_of"]
 
 
@@ -54,40 +54,58 @@ class FrameIndex:
     Nellie's nearest-voxel search uses ``cKDTree(all voxels of the frame)``, whose
     choice between equidistant voxels depends on the whole point set; the
     interpolation quirk Q-A depends on the largest neighbour count over the whole
-    frame. Both are reproduced from this per-frame index.
+    frame. Both are reproduced from this per-frame index. It is kept small (about
+    40 bytes per labelled voxel, most of it the tree): the voxels are stored as
+    their raster index only, the counts in the smallest integer type that holds them.
 
     Attributes
     ----------
-    coords : (N, d) int64
-        Labelled voxels (objects or branches) in raster order.
     tree : cKDTree or None
-        On ``float32(coords) * spacing`` (um); None when empty.
+        On ``float32(coords) * spacing`` (um), voxels in raster order; None when empty.
     k_forward : int
         Largest number of forward anchors (rows of pair t) within the radius of a voxel.
     k_backward : int
         Same for the backward anchors (end points of the rows of pair t-1).
-    keys : (N,) int64, optional
-        Raster index of each voxel in the frame (ascending), for :meth:`counts_of`.
-    counts_forward, counts_backward : (N,) int64, optional
+    keys : (N,) int32 or int64
+        Raster index of each labelled voxel (objects or branches) in the frame, ascending.
+    counts_forward, counts_backward : (N,) unsigned int, optional
         Per voxel, the neighbour counts behind ``k_forward`` / ``k_backward`` (reused by
         the blocks instead of a second ball query).
-    shape : tuple of int, optional
+    shape : tuple of int
         The frame's spatial shape (of ``keys``).
     """
 
-    coords: np.ndarray
     tree: Any
     k_forward: int
     k_backward: int
-    keys: np.ndarray | None = None
-    counts_forward: np.ndarray | None = None
-    counts_backward: np.ndarray | None = None
-    shape: tuple | None = None
+    keys: np.ndarray
+    counts_forward: np.ndarray | None
+    counts_backward: np.ndarray | None
+    shape: tuple
+
+    def __len__(self) -> int:
+        return int(len(self.keys))
+
+    def voxels(self, j: Any) -> np.ndarray:
+        """Frame coordinates of the voxels at tree indices ``j``, (n, d) int64."""
+        f = np.asarray(self.keys[np.asarray(j, dtype=np.int64).reshape(-1)], dtype=np.int64)
+        return np.stack(np.unravel_index(f, self.shape), axis=1).astype(np.int64) if len(f) \
+            else np.zeros((0, len(self.shape)), dtype=np.int64)
+
+    @property
+    def coords(self) -> np.ndarray:
+        """All labelled voxels, (N, d) int64 in raster order (made on demand)."""
+        return self.voxels(np.arange(len(self)))
+
+    @property
+    def first(self) -> np.ndarray | None:
+        """The frame's first labelled voxel in raster order (Q-A), (d,) int64; None if none."""
+        return self.voxels([0])[0] if len(self) else None
 
     def counts_of(self, coords: np.ndarray, forward: bool) -> np.ndarray | None:
         """The stored neighbour counts of these voxels of the frame (None if not all are known)."""
         counts = self.counts_forward if forward else self.counts_backward
-        if counts is None or self.keys is None or len(coords) == 0 or len(self.keys) == 0:
+        if counts is None or len(coords) == 0 or len(self.keys) == 0:
             return None
         c = np.asarray(coords, dtype=np.int64).reshape(-1, len(self.shape))
         if np.any(c < 0) or np.any(c >= np.asarray(self.shape)):
@@ -96,7 +114,7 @@ class FrameIndex:
         pos = np.minimum(np.searchsorted(self.keys, r), len(self.keys) - 1)
         if not np.array_equal(self.keys[pos], r):
             return None
-        return counts[pos]
+        return counts[pos].astype(np.int64)
 
 
 def voxels_of(mask: np.ndarray, offset: Sequence[int]) -> np.ndarray:
@@ -112,30 +130,62 @@ def scaled(coords: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     return np.asarray(coords, dtype=np.float32) * np.asarray(spacing, dtype=np.float64)
 
 
-def _counts(anchors: Any, coords: np.ndarray, spacing, radius_um: float) -> tuple[int, np.ndarray | None]:
-    if anchors is None or len(coords) == 0:
+#: Voxels per step when the frame index scales coordinates or counts neighbours (bounds its scratch memory).
+INDEX_STEP = 1 << 16
+
+
+def _small_uint(a: np.ndarray) -> np.ndarray:
+    m = int(a.max()) if len(a) else 0
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if m <= np.iinfo(dt).max:
+            return a.astype(dt)
+    return a.astype(np.int64)
+
+
+def _unravel(keys: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    return np.stack(np.unravel_index(np.asarray(keys, dtype=np.int64), tuple(shape)), axis=1)
+
+
+def _counts(anchors: Any, keys: np.ndarray, shape, spacing, radius_um: float) -> tuple[int, np.ndarray | None]:
+    if anchors is None or len(keys) == 0:
         return 0, None
     from ..interpolate.kernel import neighbour_counts
 
-    c = neighbour_counts(anchors, coords.astype(np.float64), spacing, radius_um)
-    return (int(np.max(c)) if len(c) else 0), c
+    parts = [_small_uint(neighbour_counts(anchors, _unravel(keys[i:i + INDEX_STEP], shape).astype(np.float64),
+                                          spacing, radius_um))
+             for i in range(0, len(keys), INDEX_STEP)]
+    c = np.concatenate(parts)
+    return (int(np.max(c)) if len(c) else 0), _small_uint(c)
+
+
+def frame_index_from_keys(keys: np.ndarray, spatial_shape: Sequence[int], spacing: Sequence[float],
+                          radius_um: float, anchors_forward: Any, anchors_backward: Any) -> FrameIndex:
+    """Build a :class:`FrameIndex` from the raster indexes of a frame's labelled voxels (any order)."""
+    shape = tuple(int(n) for n in spatial_shape)
+    nd = len(shape)
+    keys = np.sort(np.asarray(keys, dtype=np.int64).reshape(-1))
+    if int(np.prod(shape, dtype=np.int64)) < 2 ** 31:
+        keys = keys.astype(np.int32)
+    tree = None
+    if len(keys):
+        sp = np.asarray(spacing, dtype=np.float64)
+        data = np.empty((len(keys), nd), dtype=np.float64)
+        for i in range(0, len(keys), INDEX_STEP):  # float32(coords) * spacing, as :func:`scaled`
+            data[i:i + INDEX_STEP] = _unravel(keys[i:i + INDEX_STEP], shape).astype(np.float32) * sp
+        tree = cKDTree(data)
+    k_fw, c_fw = _counts(anchors_forward, keys, shape, spacing, radius_um)
+    k_bw, c_bw = _counts(anchors_backward, keys, shape, spacing, radius_um)
+    return FrameIndex(tree, k_fw, k_bw, keys, c_fw, c_bw, shape)
 
 
 def frame_index(pieces: Sequence[np.ndarray], spatial_shape: Sequence[int], spacing: Sequence[float],
                 radius_um: float, anchors_forward: Any, anchors_backward: Any) -> FrameIndex:
-    """Build a :class:`FrameIndex` from the voxel lists of the blocks of one frame."""
+    """Build a :class:`FrameIndex` from the voxel lists ((n, d) frame coordinates) of the blocks of one frame."""
     nd = len(spatial_shape)
-    coords = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1, nd) for p in pieces]) \
-        if len(pieces) else np.zeros((0, nd), dtype=np.int64)
-    keys = np.zeros(0, dtype=np.int64)
-    if len(coords):
-        keys = np.ravel_multi_index(tuple(coords.T), tuple(spatial_shape))
-        order = np.argsort(keys, kind="stable")
-        coords, keys = coords[order], keys[order]
-    tree = cKDTree(scaled(coords, spacing)) if len(coords) else None
-    k_fw, c_fw = _counts(anchors_forward, coords, spacing, radius_um)
-    k_bw, c_bw = _counts(anchors_backward, coords, spacing, radius_um)
-    return FrameIndex(coords, tree, k_fw, k_bw, keys, c_fw, c_bw, tuple(int(n) for n in spatial_shape))
+    keys = [np.ravel_multi_index(tuple(np.asarray(p, dtype=np.int64).reshape(-1, nd).T), tuple(spatial_shape))
+            for p in pieces]
+    keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    return frame_index_from_keys(keys, spatial_shape, spacing, radius_um, anchors_forward, anchors_backward)
 
 
 def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[float],
@@ -250,7 +300,7 @@ def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequ
     nellie = compat == "nellie"
     if len(sources) == 0:
         return sources, np.zeros((0, nd))
-    first = index_prev.coords[0] if nellie and len(index_prev.coords) else None
+    first = index_prev.first if nellie else None
     v = _interpolate(anchors_forward, sources, spacing, radius_um, compat,
                      index_prev.k_forward if nellie else None, first,
                      index_prev.counts_of(sources, True) if nellie else None)
@@ -260,7 +310,7 @@ def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequ
         return src, pred
     if len(pred) == 0 or index_next.tree is None:  # no voxel at t+1: no forward candidate anywhere
         return src[:0], pred[:0], np.zeros((0, nd), np.int64), np.zeros(0, np.float64)
-    match = _nearest_match(pred, index_next, index_next.coords, spacing)
+    match = _nearest_match(pred, index_next, None, spacing)
     return src, pred, match, _error(pred, match, spacing).astype(np.float64)
 
 
@@ -344,9 +394,9 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
             parts.append((src[keep], match[keep], err[keep]))
 
     # backward: core targets -> predicted origins -> nearest voxel of t
-    pool = index_prev.coords if nellie else prev_points
-    if len(core_targets) and len(pool):
-        first = index_next.coords[0] if nellie and len(index_next.coords) else None
+    pool = len(index_prev) if nellie else len(prev_points)
+    if len(core_targets) and pool:
+        first = index_next.first if nellie else None
         v = _interpolate(anchors_backward, core_targets, spacing, radius_um, compat,
                          index_next.k_backward if nellie else None, first,
                          index_next.counts_of(core_targets, False) if nellie else None)
@@ -375,6 +425,6 @@ def _nearest_match(pred: np.ndarray, frame_index: Any, points: np.ndarray,
     """
     if frame_index is not None:
         _, j = frame_index.tree.query(scaled(pred, spacing), k=1)
-        return frame_index.coords[np.asarray(j, dtype=np.int64)]
+        return frame_index.voxels(j)
     j, _ = nearest_voxel(points, pred, spacing)
     return points[j]

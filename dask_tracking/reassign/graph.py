@@ -38,7 +38,7 @@ import numpy as np
 from ..backend import to_host
 from ..blocks import iter_blocks
 from .block_voxels import BlockVoxels, block_voxels, labels_at, region_voxels
-from .candidates import Candidates, block_candidates, forward_predictions, frame_index
+from .candidates import Candidates, block_candidates, forward_predictions, frame_index_from_keys
 from .halo import candidate_halo, max_displacement
 from .params import ReassignParams
 from .vote import (best_matches, fill_at_voxels, merge_matches, merge_object_votes, object_votes_at_voxels,
@@ -208,7 +208,9 @@ def _fill_task(voted, vox: BlockVoxels, kind: str, mapping) -> np.ndarray:
 
 
 def _frame_index_task(pieces, spatial_shape, spacing, radius, a_fw, a_bw, gate=None):
-    return frame_index([p.coords() for p in pieces], spatial_shape, spacing, radius, a_fw, a_bw)
+    keys = [p.frame_keys(spatial_shape) for p in pieces]
+    keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    return frame_index_from_keys(keys, spatial_shape, spacing, radius, a_fw, a_bw)
 
 
 
