@@ -29,7 +29,7 @@ import numpy as np
 from ..dataset import InputError, TrackingDataset
 from .frame_mask import FrameMask, frame_mask_lazy
 from .label import default_rows, track_plan
-from .walk import Emission, walk_lazy
+from .walk import Emission, WalkParams, _advance, _piece_bounds, _reduce, _split, _stats
 
 __all__ = ["write_label_tracks", "OUTPUT_CHUNK_ROWS"]
 
@@ -125,41 +125,34 @@ compat, labels, fallback_radius_um, keep_outside
     seg_counts: list[Any] = []
     chunk_steps: dict[str, list[list[tuple[str, Any]]]] = {}
     if len(plan.seeds):
-        offsets = plan.offsets
         for direction, frames, anchors, params in (("fw", plan.fw_frames, plan.fw_anchors, plan.fw_params),
                                                    ("bw", plan.bw_frames, plan.bw_anchors, plan.bw_params)):
-            steps, _ = walk_lazy(plan.chunks, frames, anchors, params)
             filtered = mode == "nellie" and direction == "fw"   # final segments as written
-            per_chunk: list[list[tuple[str, Any]]] = [[] for _ in plan.chunks]
-            for s, t in enumerate(frames):
-                nxt = t + 1 if direction == "fw" else t - 1
-                first = mask(frames[0]) if (mode == "nellie" and s == 0) else None
-                for c, em in enumerate(steps[s]):
-                    key = f"{direction}_{s}_{c}"
-                    n = dask.delayed(_write_step, pure=False)(
-                        path, f"{parts}/{key}", em, offsets[c] + plan.min_track_num, nxt, frames[0],
-                        mask(nxt), first, d, filtered, prep)
-                    per_chunk[c].append((key, n))
+            per_chunk: list[list[tuple[int, str, Any]]] = [[] for _ in plan.chunks]
+            for s, c, key, n in _walk_writing(plan, frames, anchors, params, mask, path, parts, direction,
+                                              filtered, prep):
+                per_chunk[c].append((s, key, n))
             chunk_steps[direction] = per_chunk
         if mode == "nellie":
             for c in range(len(plan.chunks)):
-                keys = [k for k, _ in chunk_steps["bw"][c]]
-                if keys:
+                if chunk_steps["bw"][c]:
                     n = dask.delayed(_write_chunk_nellie_bw, pure=False)(
-                        path, parts, f"chunk_{c}", keys, d, [n for _, n in chunk_steps["bw"][c]])
+                        path, parts, f"chunk_{c}", [k for _, k, _ in chunk_steps["bw"][c]], d,
+                        [n for _, _, n in chunk_steps["bw"][c]])
                     seg_keys.append(f"chunk_{c}")
                     seg_counts.append(n)
-            for s in range(len(plan.fw_frames)):
+            for s in range(len(plan.fw_frames)):   # Nellie's forward order: by step, then by seed
                 for c in range(len(plan.chunks)):
-                    key, n = chunk_steps["fw"][c][s]
-                    seg_keys.append(key)
-                    seg_counts.append(n)
+                    for s2, key, n in chunk_steps["fw"][c]:
+                        if s2 == s:
+                            seg_keys.append(key)
+                            seg_counts.append(n)
         else:
             kw = plan.default_kwargs()
             for c, seeds in enumerate(plan.chunks):
-                off = offsets[c]
-                keys = [k for k, _ in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
-                deps = [n for _, n in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
+                off = plan.offsets[c]
+                keys = [k for _, k, _ in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
+                deps = [n for _, _, n in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
                 n = dask.delayed(_write_chunk_default, pure=False)(
                     path, parts, f"chunk_{c}", keys, np.asarray(seeds),
                     plan.seed_labels[off:off + len(seeds)], off + plan.min_track_num, plan.start, d, kw,
@@ -175,6 +168,47 @@ compat, labels, fallback_radius_um, keep_outside
     if not compute:
         return done
     return int(dask.compute(done, **compute_kwargs)[0])
+
+
+def _walk_writing(plan: Any, frames: list[int], anchors: dict[int, Any], params: WalkParams, mask: Any,
+                  path: str, parts: str, direction: str, filtered: bool, prep: Any):
+    """The walk of :func:`~dask_tracking.tracks.walk.walk_lazy`, each step writing its rows itself.
+
+    Yields ``(step, chunk, part key, Delayed row count)`` per step and piece of a chunk (pieces
+    as ``walk_lazy``'s, in order). The emission never leaves the task that computes it, so
+    the scheduler never holds more than the walking positions of each piece.
+    """
+    bounds = _piece_bounds(plan.chunks)
+    pieces = [(c, a, b) for c, bd in enumerate(bounds) for a, b in zip(bd[:-1], bd[1:])]
+    state: list[Any] = [np.asarray(plan.chunks[c], dtype=np.float64)[a:b] for c, a, b in pieces]
+    starts = [plan.offsets[c] + a for c, a, _ in pieces]     # global index of each piece's first seed
+    d = plan.ndim
+    for s, t in enumerate(frames):
+        nxt = t + 1 if params.forward else t - 1
+        first = mask(frames[0]) if (params.compat == "nellie" and s == 0) else None
+        glob = None
+        stats = [None] * len(state)
+        if params.compat == "nellie":   # per-step global stats shared by every piece (Q-A / Q-B)
+            stats = [dask.delayed(_stats, pure=True)(anchors[t], p, params) for p in state]
+            glob = dask.delayed(_reduce, pure=True)(stats)
+        emit_start = params.compat == "nellie" and s == 0
+        new_state = []
+        for i, ((c, _, _), p, off, st) in enumerate(zip(pieces, state, starts, stats)):
+            key = f"{direction}_{s}_{i}"
+            r = dask.delayed(_step_and_write, pure=False)(
+                p, anchors[t], params, glob, off, emit_start, st,
+                (path, f"{parts}/{key}", off + plan.min_track_num, nxt, frames[0], mask(nxt), first, d,
+                 filtered, prep))
+            new_state.append(dask.delayed(_split, pure=True)(r, 0))
+            yield s, c, key, dask.delayed(_split, pure=True)(r, 1)
+        state = new_state
+
+
+def _step_and_write(pos: np.ndarray, anchors: Any, params: WalkParams, glob: Any, offset: int,
+                    emit_start: bool, stats: Any, write: tuple) -> tuple[np.ndarray, int]:
+    """One step of one piece (:func:`~dask_tracking.tracks.walk._advance`), its rows written at once."""
+    new, em = _advance(pos, anchors, params, glob, offset, emit_start, stats)
+    return new, _write_step(*write[:2], em, *write[2:])
 
 
 # ----------------------------------------------------------------- checks
