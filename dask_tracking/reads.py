@@ -8,10 +8,11 @@ until the last one has run. Graphs whose consumers of a chunk are far apart in t
 neighbouring blocks) then hold whole frames.
 
 :class:`ChunkReads` gives, per chunk, the graph node a task should use for it: for a
-leaf read, a copy of the getter call nested in the consuming task (executed when the
-consumer runs, freed with it, one read per consumer); for a chunk computed upstream,
-a reference to the shared key (no recomputation). Works with every dask scheduler
-(the nested call is part of the task, the stored array is a dependency of it).
+leaf read, a :class:`ChunkRead` made inside the consuming task, which the task calls
+if and when it needs the chunk (the values are freed with the task: one read per
+consumer that uses it); for a chunk computed upstream, a reference to the shared key
+(no recomputation). :func:`resolve` turns either into the chunk's values. Works with
+every dask scheduler (the stored array is a dependency of the consuming task).
 """
 
 from __future__ import annotations
@@ -23,7 +24,28 @@ import numpy as np
 from dask.base import tokenize
 from dask._task_spec import DataNode, GraphNode, List, Task, TaskRef
 
-__all__ = ["ChunkReads"]
+__all__ = ["ChunkReads", "ChunkRead", "resolve"]
+
+
+class ChunkRead:
+    """One stored chunk, read when called: a task reads only the chunks it turns out to need."""
+
+    __slots__ = ("func", "args", "kwargs")
+
+    def __init__(self, func, args, kwargs):
+        self.func, self.args, self.kwargs = func, args, kwargs
+
+    def __call__(self) -> Any:
+        return self.func(*self.args, **self.kwargs)
+
+
+def _deferred(func, *args, **kwargs) -> ChunkRead:
+    return ChunkRead(func, args, kwargs)
+
+
+def resolve(chunk: Any) -> Any:
+    """The chunk's values: ``chunk`` itself, or the result of reading it (a :class:`ChunkRead`)."""
+    return chunk() if isinstance(chunk, ChunkRead) else chunk
 
 
 class ChunkReads:
@@ -63,12 +85,13 @@ class ChunkReads:
         return self._leaf(self._tasks.get((self.name,) + (0,) * self.array.ndim))
 
     def node(self, key: tuple) -> GraphNode:
-        """The graph node that gives chunk ``key``: a fresh read, or a reference."""
+        """The graph node that gives chunk ``key``: a :class:`ChunkRead` (pass the value
+        through :func:`resolve`), or a reference to the shared chunk."""
         if self._template is not None:
             return self._template(key[1:])
         task = self._tasks.get(key) if self._tasks is not None else None
         if self._leaf(task):
-            return Task(None, task.func, *task.args, **task.kwargs)
+            return Task(None, _deferred, task.func, *task.args, **task.kwargs)
         return TaskRef(key)
 
     def nodes(self, keys: list) -> List:
@@ -108,7 +131,7 @@ class ChunkReads:
         def make(index: tuple) -> Task:
             args = list(task.args)
             args[pos] = DataNode(None, self._slices(index))
-            return Task(None, task.func, *args, **task.kwargs)
+            return Task(None, _deferred, task.func, *args, **task.kwargs)
 
         check = make(last)
         if tokenize(check.func, check.args, check.kwargs) != tokenize(samples[1].func, samples[1].args,

@@ -300,7 +300,8 @@ def _scan_block(mreg, mchunks, dreg, dchunks, preg, pchunks, core, frame_shape, 
     minimum and the core's one-voxel distance faces that neighbouring blocks need."""
     lo, hi = _bounds(core)
     markers = to_host(read_region(mreg, mchunks))
-    pts = np.argwhere(markers > 0).astype(np.int64)
+    flat = np.flatnonzero(markers > 0)
+    pts = np.stack(np.unravel_index(flat, markers.shape), axis=1).astype(np.int64).reshape(-1, markers.ndim)
     pts += lo
     del markers
     distance = to_host(read_region(dreg, dchunks))

@@ -252,8 +252,11 @@ def _eta_compat(images: np.ndarray, use_libm: bool = True, work: dict | None = N
     n = images.shape[0]
     xgp, ygp = xg ** px, yg ** py
     dt_raw = np.result_type(images.dtype, xgp.dtype)
-    t1 = np.multiply(ext, xgp, out=_buffer(work, (n, h, w, 4, 1), dt_raw))
-    raw = np.sum(np.multiply(t1, ygp, out=_buffer(work, (n, h, w, 4, 4), dt_raw)), axis=(1, 2))
+    if dt_raw.kind == "i" and dt_raw.itemsize == 8:
+        raw = _raw_moments_int(images)
+    else:
+        t1 = np.multiply(ext, xgp, out=_buffer(work, (n, h, w, 4, 1), dt_raw))
+        raw = np.sum(np.multiply(t1, ygp, out=_buffer(work, (n, h, w, 4, 4), dt_raw)), axis=(1, 2))
     m00 = raw[:, 0, 0]
     xb = (raw[:, 1, 0] / (m00 + 1e-12))[:, None, None, None, None]
     yb = (raw[:, 0, 1] / (m00 + 1e-12))[:, None, None, None, None]
@@ -269,6 +272,21 @@ def _eta_compat(images: np.ndarray, use_libm: bool = True, work: dict | None = N
         mu = np.sum(ext * (xg - xb) ** px * (yg - yb) ** py, axis=(1, 2))
         denom = (m00[:, None, None] ** ((order[None, :, :] + 2) / 2.0)) + 1e-12
     return mu / denom
+
+
+def _raw_moments_int(images: np.ndarray) -> np.ndarray:
+    """Raw moments ``sum(img * x**p * y**q)``, p, q < 4, of integer images as int64: (n, 4, 4).
+
+    Integer sums are exact in any order (modulo 2**64, as NumPy's int64 products and
+    sums wrap), so the separable form gives the values of the full broadcast sum.
+    """
+    _, h, w = images.shape
+    p = np.arange(4, dtype=np.uint64)
+    xp_ = np.arange(w, dtype=np.uint64)[:, None] ** p              # (w, 4)
+    yp_ = np.arange(h, dtype=np.uint64)[:, None] ** p              # (h, 4)
+    a = np.matmul(images.astype(np.uint64), xp_)                    # (n, h, 4): sum over x
+    raw = np.matmul(a.transpose(0, 2, 1), yp_)                      # (n, 4, 4): sum over y
+    return raw.view(np.int64)
 
 
 def _eta_fixed(images: np.ndarray) -> np.ndarray:

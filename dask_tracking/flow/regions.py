@@ -15,6 +15,8 @@ from typing import Any, Sequence
 import dask.array as da
 import numpy as np
 
+from ..reads import resolve
+
 __all__ = ["ChunkGrid", "Region", "read_region", "paste"]
 
 
@@ -93,14 +95,18 @@ class ChunkGrid:
 
 
 def read_region(region: Region, chunks: Sequence[Any]) -> np.ndarray:
-    """Assemble ``region`` from its input chunks (pieces marked None are skipped)."""
-    live = [(c, p) for c, p in zip(chunks, region.pieces) if p is not None]
+    """Assemble ``region`` from its input chunks (pieces marked None are skipped).
+
+    ``chunks`` holds chunk values or :class:`dask_tracking.reads.ChunkRead` objects;
+    only the chunks of pieces not marked None are read.
+    """
+    live = [(resolve(c), p) for c, p in zip(chunks, region.pieces) if p is not None]
     if len(live) == 1:
         c, (t_local, src, dst) = live[0]
         block = c[(t_local,) + tuple(slice(a, b) for a, b in src)]
         if block.shape == tuple(region.shape):
             return block
-    xp = _module(chunks[0]) if len(chunks) else np
+    xp = _module(live[0][0]) if live else np
     out = xp.empty(region.shape, dtype=region.dtype)
     for c, (t_local, src, dst) in live:
         out[tuple(slice(a, b) for a, b in dst)] = c[(t_local,) + tuple(slice(a, b) for a, b in src)]
