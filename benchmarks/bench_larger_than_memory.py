@@ -34,6 +34,7 @@ Result: ``benchmarks/results/larger_than_memory.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -120,6 +121,63 @@ def _worker_stats(dask_worker) -> dict:
     }
 
 
+def _held(dask_worker) -> dict:
+    """Run on each worker: bytes of task results it holds, by task-name prefix, in memory / on disk."""
+    from dask.utils import key_split
+
+    data = dask_worker.data
+    fast = getattr(data, "fast", data)
+    out: dict = {}
+    for key, ts in list(dask_worker.state.tasks.items()):
+        if ts.state != "memory":
+            continue
+        d = out.setdefault(key_split(key), {"mem": 0, "disk": 0, "n": 0})
+        d["mem" if key in fast else "disk"] += int(ts.nbytes or 0)
+        d["n"] += 1
+    return out
+
+
+class _HeldSampler:
+    """Every ``every`` s: what the workers hold, by task prefix (peak and a short timeline)."""
+
+    def __init__(self, client, every: float):
+        self.client, self.every = client, every
+        self.peak: dict = {}
+        self.timeline: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.t0 = time.perf_counter()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                per_worker = self.client.run(_held)
+            except Exception:
+                continue
+            tot: dict = {}
+            for held in per_worker.values():
+                for k, d in held.items():
+                    t = tot.setdefault(k, {"mem": 0, "disk": 0, "n": 0})
+                    for f in t:
+                        t[f] += d[f]
+            for k, d in tot.items():
+                pk = self.peak.setdefault(k, {"mem": 0, "disk": 0, "n": 0})
+                for f in pk:
+                    pk[f] = max(pk[f], d[f])
+            top = sorted(tot.items(), key=lambda kv: -(kv[1]["mem"] + kv[1]["disk"]))[:4]
+            self.timeline.append([round(time.perf_counter() - self.t0, 1),
+                                  {k: [round(d["mem"] / 2**20), round(d["disk"] / 2**20), d["n"]]
+                                   for k, d in top}])
+
+    def __enter__(self) -> "_HeldSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _diagnose(client, rss: "_WorkerRSS | None") -> dict:
     """What the cluster is doing: for a stalled or failed run."""
     out: dict = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -160,6 +218,7 @@ def _inner(argv) -> int:
     p.add_argument("--tracks", action="store_true")
     p.add_argument("--json")
     p.add_argument("--deadline", type=float, default=None)
+    p.add_argument("--held-every", type=float, default=0)
     a = p.parse_args(argv)
     import dask
     from distributed import Client, LocalCluster
@@ -194,7 +253,8 @@ def _inner(argv) -> int:
         timer.daemon = True
         timer.start()
     res = None
-    with rss:
+    held = _HeldSampler(client, a.held_every) if a.held_every > 0 else contextlib.nullcontext()
+    with rss, held:
         t0 = time.perf_counter()
         try:
             res = dt.run(a.data, a.out, client=client, overwrite=True, tracks=a.tracks)
@@ -202,6 +262,10 @@ def _inner(argv) -> int:
             info["error"] = repr(exc)
             info["failure"] = _diagnose(client, rss)
         run_s = time.perf_counter() - t0
+    if a.held_every > 0:
+        info["held_peak_by_prefix"] = dict(sorted(held.peak.items(),
+                                                  key=lambda kv: -(kv[1]["mem"] + kv[1]["disk"]))[:12])
+        info["held_timeline_mb"] = held.timeline
     if timer is not None:
         timer.cancel()
     end = client.run(_worker_stats)
@@ -297,6 +361,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=1500,
                    help="seconds before a stalled run is diagnosed and stopped")
     p.add_argument("--keep", action="store_true", help="keep the output store")
+    p.add_argument("--held-every", type=float, default=0,
+                   help="every S seconds, record which task results the workers hold (by task prefix)")
     p.add_argument("--result", default=str(RESULTS / "larger_than_memory.json"), help="result JSON")
     a = p.parse_args(argv)
     import numpy as np
@@ -332,6 +398,8 @@ def main(argv=None) -> int:
            "--deadline", str(a.timeout)]
     if a.tracks:
         cmd.append("--tracks")
+    if a.held_every:
+        cmd += ["--held-every", str(a.held_every)]
     m = run_measured(cmd, timeout=a.timeout + 120)
     inner = json.loads(js.read_text()) if js.exists() else {}
     ok = m.rc == 0 and not m.timed_out and inner.get("run_s") is not None
@@ -364,6 +432,8 @@ def main(argv=None) -> int:
         "worker_rss_at_start_mb": {k: round(v / 2**20, 1) for k, v in (inner.get("worker_rss_start") or {}).items()},
         "spill_written_bytes": spill_w, "workers_restarted": inner.get("workers_restarted"),
         "flow_rows": inner.get("flow_rows"), "check": check,
+        "held_peak_by_prefix": inner.get("held_peak_by_prefix"),
+        "held_timeline_mb": inner.get("held_timeline_mb"),
         "error": inner.get("error"), "stall": inner.get("stall"), "failure": inner.get("failure"),
         "command": cmd_line, "machine": mach, "tail": "" if ok else m.tail[-3000:],
     }
