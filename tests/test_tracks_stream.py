@@ -152,3 +152,25 @@ def test_errors_before_work(yeast, flow, tmp_path):
     n = dt.write_label_tracks(yeast, flow, tmp_path / "o.zarr", label=10**6, scheduler="sync")
     _, rows, props = _stored(tmp_path / "o.zarr")
     assert n == 0 and rows.shape == (0, 5) and sorted(props) == ["end_reason", "frame_num", "label", "outside"]
+
+
+def test_run_writes_the_streamed_tracks(tmp_path):
+    """run(tracks=True) stores what label_tracks gives with the run's flow (2D movie, both modes)."""
+    from dask_tracking.datasets import synthetic
+    from dask_tracking.io.output import export
+
+    movie = synthetic(2, 4, seed=1)
+    for compat in (None, "nellie"):
+        out = tmp_path / f"{compat}.zarr"
+        with dask.config.set(scheduler="threads", num_workers=2):
+            res = dt.run(movie, out, tracks=True, compat=compat, track_start_frame=1)
+        g = zarr.open_group(str(out), mode="r")
+        flow = FlowTable.from_zarr(g)
+        kw = {"fallback_radius_um": "auto", "keep_outside": True} if compat is None else {}
+        want = dt.label_tracks(movie, flow, start_frame=1, compat=compat, chunk_size=10**6, **kw)
+        _, rows, props = _stored(out)
+        assert res.tracks_rows == len(want) > 0 and g["tracks"].attrs["columns"] == ["track_id", "t", "y", "x"]
+        _assert_same(want, rows, props)
+        assert not any(k.startswith("_") for k in g.keys())
+    files = export(out, "napari", tmp_path / "napari")
+    assert any(str(f).endswith("tracks.npz") for f in files)
