@@ -123,8 +123,12 @@ def _candidates_task(forward, src_pieces, src_box, tgt_pieces, tgt_box, core, a_
                             spacing, radius, compat=compat, index_prev=idx_prev, index_next=idx_next)
 
 
-def _count_task(cands: list) -> int:
-    return int(sum(len(c) for c in cands))
+def _len_task(cands: Candidates) -> int:
+    return len(cands)
+
+
+def _count_task(counts: list) -> int:
+    return int(sum(counts))
 
 
 def _stop_task(prev_stop: bool, n_candidates: int) -> bool:
@@ -158,10 +162,11 @@ def _carry_task(final: np.ndarray, vox: BlockVoxels) -> np.ndarray:
     return np.asarray(final).reshape(-1)[vox.flat].astype(np.int32)
 
 
-def _dense_task(values: np.ndarray, vox: BlockVoxels) -> np.ndarray:
-    """An output block: ``values`` at the block's labelled voxels, 0 elsewhere, int32."""
+def _dense_task(values: np.ndarray, vox: BlockVoxels, stop=False) -> np.ndarray:
+    """An output block: ``values`` at the block's labelled voxels, 0 elsewhere (all 0 once stopped), int32."""
     out = np.zeros(vox.shape, dtype=np.int32)
-    out.reshape(-1)[vox.flat] = values
+    if not stop:
+        out.reshape(-1)[vox.flat] = values
     return out
 
 
@@ -174,8 +179,8 @@ def _gate_task(*_: Any) -> None:
     return None
 
 
-def _vote_task(cands, carries, src_pieces, vox_next: BlockVoxels, kind: str, stop) -> np.ndarray:
-    if stop or len(cands) == 0:
+def _vote_task(cands, carries, src_pieces, vox_next: BlockVoxels, kind: str) -> np.ndarray:
+    if len(cands) == 0:
         return np.zeros(len(vox_next), dtype=np.int32)
     src = labels_at(cands.source, src_pieces, carries)
     return vote_at_voxels(cands, src, vox_next.flat, vox_next.values(kind), vox_next.shape, vox_next.offset)
@@ -197,9 +202,7 @@ def _add_task(a: int, b: int) -> int:
     return int(a) + int(b)
 
 
-def _merge_task(pieces, base, stop):
-    if stop:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+def _merge_task(pieces, base):
     return merge_object_votes(pieces, base)
 
 
@@ -358,7 +361,9 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
         stop_keys = []
         prev = False
         for t in range(T - 1):
-            dsk[k("ncand", t)] = (_count_task, [k("cand", t, *b.index) for b in blocks])
+            for b in blocks:  # one number per block: the candidates are not held for the sum
+                dsk[k("ncand", t, *b.index)] = (_len_task, k("cand", t, *b.index))
+            dsk[k("ncand", t)] = (_count_task, [k("ncand", t, *b.index) for b in blocks])
             dsk[k("stop", t)] = (_stop_task, prev, k("ncand", t))
             prev = k("stop", t)
             stop_keys.append(prev)
@@ -371,7 +376,10 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
         matches_keys.append(mk)
 
     # label chains: each vote gives one value per labelled voxel of its block (the carry
-    # of the next pair); dense blocks are made only for the outputs
+    # of the next pair); dense blocks are made only for the outputs. The votes do not wait
+    # for the stop chain (which needs every block's candidates of the pair): the outputs
+    # are zeroed from the stop on, and a stop at t holds for every later pair, so the
+    # values carried past it never reach an output.
     finals = {}
     for kind, orig, init in (("obj", labels, initial[1] if initial else None),
                              ("br", branches, initial[2] if initial else None)):
@@ -406,21 +414,22 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                 vox_next = k("voxels", t + 1, *b.index)
                 vk = k(f"{kind}-vote", t + 1, *b.index)
                 dsk[vk] = (_vote_task, k("cand", t, *b.index), [carry_key(kind, t, c) for c in cidx],
-                           [k("voxels", t, *c) for c in cidx], vox_next, kind, stop)
+                           [k("voxels", t, *c) for c in cidx], vox_next, kind)
                 if params.fill_unmatched:
                     ok = k(f"{kind}-ov", t + 1, *b.index)
                     dsk[ok] = (_object_votes_task, vk, vox_next, kind)
                     ov.append(ok)
                 else:
-                    dsk[k(f"{kind}-final", t + 1, *b.index)] = (_dense_task, vk, vox_next)
+                    dsk[k(f"{kind}-final", t + 1, *b.index)] = (_dense_task, vk, vox_next, stop)
                 final[(t + 1,) + tuple(b.index)] = k(f"{kind}-final", t + 1, *b.index)
             if params.fill_unmatched:
                 mk = k(f"{kind}-map", t + 1)
-                dsk[mk] = (_merge_task, ov, k(f"{kind}-base", t + 1), stop)
+                dsk[mk] = (_merge_task, ov, k(f"{kind}-base", t + 1))
                 for b in blocks:
                     fk = k(f"{kind}-fill", t + 1, *b.index)
                     dsk[fk] = (_fill_task, k(f"{kind}-vote", t + 1, *b.index), k("voxels", t + 1, *b.index), kind, mk)
-                    dsk[k(f"{kind}-final", t + 1, *b.index)] = (_dense_task, fk, k("voxels", t + 1, *b.index))
+                    dsk[k(f"{kind}-final", t + 1, *b.index)] = (_dense_task, fk, k("voxels", t + 1, *b.index),
+                                                                 stop)
         finals[kind] = final
 
     # gates: the candidates (and forward predictions, frame indexes) of pair t wait until
