@@ -123,36 +123,36 @@ compat, labels, fallback_radius_um, keep_outside
 
     seg_keys: list[str] = []
     seg_counts: list[Any] = []
-    chunk_steps: dict[str, list[list[tuple[str, Any]]]] = {}
+    chunk_steps: dict[str, list[list[tuple[str, Any]]]] = {}   # per direction, per chunk: (key, count)
+    walk_order: dict[str, list[tuple[str, Any]]] = {}            # per direction: by step, then by seed
     if len(plan.seeds):
         for direction, frames, anchors, params in (("fw", plan.fw_frames, plan.fw_anchors, plan.fw_params),
                                                    ("bw", plan.bw_frames, plan.bw_anchors, plan.bw_params)):
             filtered = mode == "nellie" and direction == "fw"   # final segments as written
-            per_chunk: list[list[tuple[int, str, Any]]] = [[] for _ in plan.chunks]
-            for s, c, key, n in _walk_writing(plan, frames, anchors, params, mask, path, parts, direction,
-                                              filtered, prep):
-                per_chunk[c].append((s, key, n))
+            per_chunk: list[list[tuple[str, Any]]] = [[] for _ in plan.chunks]
+            walk_order[direction] = []
+            for c, key, n in _walk_writing(plan, frames, anchors, params, mask, path, parts, direction,
+                                           filtered, prep):
+                per_chunk[c].append((key, n))
+                walk_order[direction].append((key, n))
             chunk_steps[direction] = per_chunk
         if mode == "nellie":
             for c in range(len(plan.chunks)):
                 if chunk_steps["bw"][c]:
                     n = dask.delayed(_write_chunk_nellie_bw, pure=False)(
-                        path, parts, f"chunk_{c}", [k for _, k, _ in chunk_steps["bw"][c]], d,
-                        [n for _, _, n in chunk_steps["bw"][c]])
+                        path, parts, f"chunk_{c}", [k for k, _ in chunk_steps["bw"][c]], d,
+                        [n for _, n in chunk_steps["bw"][c]])
                     seg_keys.append(f"chunk_{c}")
                     seg_counts.append(n)
-            for s in range(len(plan.fw_frames)):   # Nellie's forward order: by step, then by seed
-                for c in range(len(plan.chunks)):
-                    for s2, key, n in chunk_steps["fw"][c]:
-                        if s2 == s:
-                            seg_keys.append(key)
-                            seg_counts.append(n)
+            for key, n in walk_order["fw"]:   # Nellie's forward order: by step, then by seed
+                seg_keys.append(key)
+                seg_counts.append(n)
         else:
             kw = plan.default_kwargs()
             for c, seeds in enumerate(plan.chunks):
                 off = plan.offsets[c]
-                keys = [k for _, k, _ in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
-                deps = [n for _, _, n in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
+                keys = [k for k, _ in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
+                deps = [n for _, n in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
                 n = dask.delayed(_write_chunk_default, pure=False)(
                     path, parts, f"chunk_{c}", keys, np.asarray(seeds),
                     plan.seed_labels[off:off + len(seeds)], off + plan.min_track_num, plan.start, d, kw,
@@ -174,8 +174,8 @@ def _walk_writing(plan: Any, frames: list[int], anchors: dict[int, Any], params:
                   path: str, parts: str, direction: str, filtered: bool, prep: Any):
     """The walk of :func:`~dask_tracking.tracks.walk.walk_lazy`, each step writing its rows itself.
 
-    Yields ``(step, chunk, part key, Delayed row count)`` per step and piece of a chunk (pieces
-    as ``walk_lazy``'s, in order). The emission never leaves the task that computes it, so
+    Yields ``(chunk, part key, Delayed row count)`` per step and piece, by step then by piece
+    (pieces as ``walk_lazy``'s, in seed order). The emission never leaves the task that computes it, so
     the scheduler never holds more than the walking positions of each piece.
     """
     bounds = _piece_bounds(plan.chunks)
@@ -200,7 +200,7 @@ def _walk_writing(plan: Any, frames: list[int], anchors: dict[int, Any], params:
                 (path, f"{parts}/{key}", off + plan.min_track_num, nxt, frames[0], mask(nxt), first, d,
                  filtered, prep))
             new_state.append(dask.delayed(_split, pure=True)(r, 0))
-            yield s, c, key, dask.delayed(_split, pure=True)(r, 1)
+            yield c, key, dask.delayed(_split, pure=True)(r, 1)
         state = new_state
 
 
