@@ -128,15 +128,19 @@ class ChunkReads:
             return None
         pos = where[0]
 
-        def make(index: tuple) -> Task:
+        def args_of(index: tuple) -> list:
             args = list(task.args)
             args[pos] = DataNode(None, self._slices(index))
-            return Task(None, _deferred, task.func, *args, **task.kwargs)
+            return args
 
-        check = make(last)
-        if tokenize(check.func, check.args, check.kwargs) != tokenize(samples[1].func, samples[1].args,
-                                                                      samples[1].kwargs):
+        other = samples[1]
+        if other.func is not task.func or (tokenize(tuple(args_of(last)), task.kwargs)
+                                           != tokenize(tuple(other.args), other.kwargs)):
             return None
+
+        def make(index: tuple) -> Task:
+            return Task(None, _deferred, task.func, *args_of(index), **task.kwargs)
+
         return make
 
     def _is_data(self, key: Hashable) -> bool:
