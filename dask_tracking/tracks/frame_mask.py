@@ -90,6 +90,6 @@ def frame_mask_lazy(labels: Any, t: int) -> Any:
     """
     frame = labels[int(t)]
     bounds = tuple(np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in frame.chunks)
-    blocks = frame.to_delayed(optimize_graph=False).ravel()   # raster block order, one graph
+    blocks = frame.to_delayed(optimize_graph=False).ravel()   # raster block order, one graph (fast to build)
     packed = [dask.delayed(_block_bits, pure=True)(b) for b in blocks]
     return dask.delayed(_gather, pure=True)(bounds, *packed)

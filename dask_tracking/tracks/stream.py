@@ -4,9 +4,10 @@
 frames x labelled voxels. Here no process holds more than one seed chunk's rows (plus
 one frame's label bits, 1/32 of an int32 frame):
 
-1. each step of each seed chunk's walk (forward and backward, :func:`walk_lazy`) writes
-   its rows, with a flag "inside a label" looked up in the frame's bits
-   (:mod:`.frame_mask`), to a part array ``_<name>_parts/...`` of the store;
+1. each step of each piece of the walk (forward and backward, as :func:`walk_lazy`) writes
+   its rows in the same task, with a flag "inside a label" looked up in the frame's bits
+   (:mod:`.frame_mask`), to a part file ``_<name>_parts/<key>.npy`` inside the store
+   folder (written once, read once, deleted: plain .npy, not zarr arrays);
 2. one task per seed chunk reads its step parts back, orders and filters them as
    :func:`label_tracks` does (chunks hold contiguous track ids) and writes one
    segment (``compat="nellie"``: the backward rows of the chunk; its forward step parts
@@ -20,6 +21,7 @@ one frame's label bits, 1/32 of an int32 frame):
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -237,35 +239,34 @@ def _open(path: str, mode: str = "a") -> Any:
 
 
 def _prepare(path: str, parts: str) -> str:
-    """Create the store if missing and an empty parts group."""
-    g = _open(path)
-    if parts in g:
-        del g[parts]
-    g.create_group(parts)
+    """Create the store if missing and an empty parts folder inside it."""
+    _open(path)
+    folder = os.path.join(path, parts)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
     return parts
 
 
-def _put(path: str, key: str, rows: np.ndarray) -> int:
-    import zarr
+def _part_file(path: str, key: str) -> str:
+    return os.path.join(path, key + ".npy")
 
-    z = zarr.create_array(path, name=key, shape=rows.shape, dtype=rows.dtype,
-                          chunks=(max(len(rows), 1),) + rows.shape[1:], overwrite=True)
-    if rows.size:
-        z[...] = rows
+
+def _put(path: str, key: str, rows: np.ndarray) -> int:
+    """Write one part (a plain .npy file: parts are written once, read once, then deleted)."""
+    np.save(_part_file(path, key), rows, allow_pickle=False)
     return int(len(rows))
 
 
-def _get(path: str, key: str) -> np.ndarray:
-    import zarr
-
-    return np.asarray(zarr.open_array(path, path=key, mode="r")[...])
+def _get(path: str, key: str, mmap: bool = False) -> np.ndarray:
+    return np.load(_part_file(path, key), mmap_mode="r" if mmap else None, allow_pickle=False)
 
 
 def _drop(path: str, parts: str, keys: list[str]) -> None:
-    g = _open(path)[parts]
     for k in keys:
-        if k in g:
-            del g[k]
+        try:
+            os.remove(_part_file(path, f"{parts}/{k}"))
+        except FileNotFoundError:
+            pass
 
 
 def _write_step(path: str, key: str, em: Emission, gid0: int, nxt: int, first_frame: int,
@@ -372,8 +373,9 @@ def _copy_segment(path: str, parts: str, name: str, i: int, seg_keys: list[str],
         while offsets[j] < b:
             s0, s1 = max(a, offsets[j]), min(b, offsets[j + 1])
             if s1 > s0:
-                z = zarr.open_array(path, path=f"{parts}/{seg_keys[j]}", mode="r")
-                pieces.append(np.asarray(z[s0 - offsets[j]:s1 - offsets[j]]))
+                part = _get(path, f"{parts}/{seg_keys[j]}", mmap=True)
+                pieces.append(np.array(part[s0 - offsets[j]:s1 - offsets[j]]))
+                del part
             j += 1
         block = np.concatenate(pieces)
         if out is None:
@@ -388,9 +390,7 @@ def _copy_segment(path: str, parts: str, name: str, i: int, seg_keys: list[str],
 
 
 def _finish(path: str, parts: str, layout: tuple[list[int], int, int], copies: list[int]) -> int:
-    g = _open(path)
-    if parts in g:
-        del g[parts]
+    shutil.rmtree(os.path.join(path, parts), ignore_errors=True)
     total = layout[1]
     if sum(copies) != total:   # pragma: no cover - a bug, never user input
         raise RuntimeError(f"wrote {sum(copies)} track rows of {total}")
