@@ -35,6 +35,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dask._task_spec import Task, TaskRef
+
 from ..backend import to_host
 from ..blocks import iter_blocks
 from .block_voxels import BlockVoxels, block_voxels, labels_at, region_voxels
@@ -92,12 +94,36 @@ def _assemble(region: Region, pieces: Sequence[np.ndarray], dtype) -> np.ndarray
     return out
 
 
-def _voxels_task(obj, br, offset) -> BlockVoxels:
+def _voxels_task(obj, br, offset, gate=None) -> BlockVoxels:
     return block_voxels(obj, br, offset)
 
 
+def _inline_chunk(arr: Any, key: tuple) -> Any:
+    """The task that reads one input chunk, to run inside the task that uses it, or None.
+
+    Only a chunk read straight from a stored array (a task whose dependencies are
+    roots, such as ``from_zarr``'s array object) is inlined: the read then waits for the
+    chunk's turn in the chain instead of running ahead as a root task and holding
+    the whole chunk.
+    """
+    from dask._task_spec import Task
+
+    g = arr.__dask_graph__()
+    try:
+        task = g[key]
+    except KeyError:
+        return None
+    if not isinstance(task, Task):
+        return None
+    for d in task.dependencies:
+        dep = g.get(d)
+        if isinstance(dep, Task) and dep.dependencies:
+            return None
+    return task
+
+
 # --------------------------------------------------------------------------- task bodies
-def _anchors_task(rows: np.ndarray, ndim: int, forward: bool):
+def _anchors_task(rows: np.ndarray, ndim: int, forward: bool, gate=None):
     from ..interpolate.kernel import frame_anchors
 
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, 2 * ndim + 2)
@@ -297,15 +323,21 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
         return k("gate", t) if t0 + 2 <= t < T - 1 else None
 
     for t in range(T - 1):
-        dsk[k("anchors-fw", t)] = (_anchors_task, rows_arg(t), nd, True)
-        dsk[k("anchors-bw", t)] = (_anchors_task, rows_arg(t), nd, False)
+        dsk[k("anchors-fw", t)] = (_anchors_task, rows_arg(t), nd, True, gate_key(t - 1))
+        dsk[k("anchors-bw", t)] = (_anchors_task, rows_arg(t), nd, False, gate_key(t - 1))
 
     # the labelled voxels of every (frame, block): the only tasks that read the input chunks
     for t in range(T):
         for b in blocks:
             off = tuple(int(s.start) for s in b.core)
-            dsk[k("voxels", t, *b.index)] = (_voxels_task, in_key(labels, t, b.index),
-                                             in_key(branches, t, b.index), off)
+            lab = _inline_chunk(labels, in_key(labels, t, b.index))
+            br = _inline_chunk(branches, in_key(branches, t, b.index))
+            if lab is not None and br is not None:  # read in this task, when frame t's turn comes
+                dsk[k("voxels", t, *b.index)] = Task(k("voxels", t, *b.index), _voxels_task, lab, br, off,
+                                                     TaskRef(gate_key(t - 1)) if gate_key(t - 1) else None)
+            else:
+                dsk[k("voxels", t, *b.index)] = (_voxels_task, in_key(labels, t, b.index),
+                                                 in_key(branches, t, b.index), off)
 
     # whole-frame coordinate indexes (compat only)
     if nellie:
