@@ -188,19 +188,15 @@ def _gated_dense_compat(qa, qb, post, pre, radius_um):
       over the matrix is the first smallest gated cost of the row (column), and rows
       or columns without a gated pair emit nothing.
     """
-    dist = cdist(qa, qb)
-    mask = dist < radius_um
-    dist = dist / radius_um
-    i, j = np.nonzero(mask)
+    i, j, dist = _gated_distances(qa, qb, radius_um)
     if len(i) == 0:
         return _EMPTY
-    mexp = mask[..., None]
-    m = dist[..., None]
-    total = np.sum(mexp)
-    mean_d = np.sum(m * mexp, axis=(0, 1)) / total
-    var_d = np.sum((m - mean_d) ** 2 * mexp, axis=(0, 1)) / total
-    zd = ((dist[i, j][:, None] - mean_d) / (np.sqrt(var_d) + 1e-8)).astype(np.float16)
-    del m, mexp
+    dist = dist / radius_um
+    total = len(i)
+    size, pos = len(qa) * len(qb), i * len(qb) + j      # flat positions in the matrix
+    mean_d = np.array([_pairwise_sum_sparse(pos, dist, size)]) / total
+    var_d = np.array([_pairwise_sum_sparse(pos, (dist - mean_d) ** 2, size)]) / total
+    zd = ((dist[:, None] - mean_d) / (np.sqrt(var_d) + 1e-8)).astype(np.float16)
     terms = [zd]
     for a, b in ((post.stats, pre.stats), (post.hu, pre.hu)):
         x = np.abs(a[i].astype(np.float64) - b[j].astype(np.float64))     # (V, F), C order of (i, j)
@@ -212,6 +208,44 @@ def _gated_dense_compat(qa, qb, post, pre, radius_um):
     if not np.all(np.isfinite(cost)):  # an overflowing term: let the whole matrix decide
         return _select_dense_compat(_cost_dense_compat(qa, qb, post, pre, radius_um))
     return _select_pairs(i.astype(np.int64), j.astype(np.int64), cost)
+
+
+def _gated_distances(qa, qb, radius_um, block_elements: int = 1 << 18):
+    """``(i, j, cdist(qa, qb)[i, j])`` of the pairs with distance ``< radius_um``, in C order,
+    computed in blocks of rows (cdist's values; no (N_post, N_pre) matrix)."""
+    step = max(1, block_elements // max(len(qb), 1))
+    ii, jj, dd = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float64)]
+    for s in range(0, len(qa), step):
+        d = cdist(qa[s:s + step], qb)
+        a, b = np.nonzero(d < radius_um)
+        ii.append(a.astype(np.int64) + s)
+        jj.append(b.astype(np.int64))
+        dd.append(d[a, b])
+    return np.concatenate(ii), np.concatenate(jj), np.concatenate(dd)
+
+
+def _pairwise_sum_sparse(pos: np.ndarray, values: np.ndarray, size: int, block: int = 1 << 18) -> float:
+    """NumPy's sum of a float64 vector of ``size`` elements, zero except ``values`` at the
+    sorted flat positions ``pos``, in NumPy's pairwise order (same bits as the dense sum).
+
+    NumPy sums a contiguous vector by halving it (the first half a multiple of 8 long)
+    down to blocks of at most 128 elements; a part without values sums to +0.0, which
+    leaves a non-negative sum unchanged. Parts of up to ``block`` elements are summed
+    densely by NumPy itself (``initial=-0.0`` adds nothing: the same pairwise sum).
+    """
+    def part(lo: int, n: int, a: int, b: int) -> float:
+        if a == b:
+            return 0.0
+        if n <= block:
+            dense = np.zeros(n, np.float64)
+            dense[pos[a:b] - lo] = values[a:b]
+            return float(np.add.reduce(dense, initial=-0.0))
+        half = n // 2
+        half -= half % 8
+        mid = a + int(np.searchsorted(pos[a:b], lo + half, side="left"))
+        return part(lo, half, a, mid) + part(lo + half, n - half, mid, b)
+
+    return part(0, int(size), 0, len(pos))
 
 
 def _select_pairs(i: np.ndarray, j: np.ndarray, cost: np.ndarray):
