@@ -28,12 +28,19 @@ from typing import Any
 import dask
 import numpy as np
 
+from ..config import resolve_compat
 from ..dataset import InputError, TrackingDataset
 from .frame_mask import FrameMask, frame_mask_lazy
 from .label import default_rows, track_plan
 from .walk import Emission, WalkParams, _advance, _piece_bounds, _reduce, _split, _stats
 
-__all__ = ["write_label_tracks", "OUTPUT_CHUNK_ROWS"]
+__all__ = ["write_label_tracks", "AUTO_CHUNK_ROWS", "OUTPUT_CHUNK_ROWS"]
+
+#: ``chunk_size="auto"``: about this many rows per seed chunk. The default mode sorts a chunk's
+#: rows in one task (its memory); compat writes its forward rows as they come (a chunk task
+#: only sorts the backward rows), and fewer, larger chunks make its per-step global
+#: reduction cheaper.
+AUTO_CHUNK_ROWS = {"default": 1 << 18, "nellie": 1 << 20}
 
 #: Rows per chunk of the output arrays (as :func:`dask_tracking.io.output.write_rows`).
 OUTPUT_CHUNK_ROWS = 1 << 16
@@ -77,8 +84,9 @@ compat, labels, fallback_radius_um, keep_outside
     name : str
         Name of the rows array (properties go to ``<name>_properties``).
     chunk_size : int or "auto"
-        Seeds per chunk; ``"auto"``: 2**18 rows // (frames walked + 1) seeds, so a
-        task holds about 2**18 rows (20 MB) whatever the number of frames.
+        Seeds per chunk; ``"auto"``: :data:`AUTO_CHUNK_ROWS` // (frames walked + 1)
+        seeds (2**18 rows in the default mode, 2**20 with compat), so a task holds
+        a bounded number of rows whatever the number of frames.
     compute : bool
         False: return a Delayed (computing it writes and gives the number of rows).
     **compute_kwargs
@@ -103,7 +111,8 @@ compat, labels, fallback_radius_um, keep_outside
     plan = track_plan(dataset, flow, label=label, start_frame=start_frame, end_frame=end_frame,
                       min_track_num=min_track_num, skip_coords=skip_coords,
                       max_distance_um=max_distance_um, compat=compat, labels=labels, chunk_size=chunk_size,
-                      fallback_radius_um=fallback_radius_um, keep_outside=keep_outside)
+                      fallback_radius_um=fallback_radius_um, keep_outside=keep_outside,
+                      rows_per_chunk=AUTO_CHUNK_ROWS["nellie" if resolve_compat(compat) else "default"])
     d, mode = plan.ndim, plan.mode
     parts = f"_{name}_parts"
     columns = ["track_id", "t", *dataset.axes[1:].lower()]
