@@ -76,7 +76,9 @@ def test_default_mode_identical_to_label_tracks(yeast, flow, tmp_path, chunk, re
     assert sorted(g.keys()) == ["tracks", "tracks_properties"]   # the parts are gone
 
 
-def test_compat_same_rows_as_label_tracks_and_nellie(yeast, yeast_reference, flow, tmp_path):
+def test_compat_same_rows_as_label_tracks_and_nellie(yeast, yeast_reference, flow, tmp_path, monkeypatch):
+    from dask_tracking.tracks import stream
+
     want = dt.label_tracks(yeast, flow, start_frame=15, compat="nellie")
     # one seed chunk: the very same arrays
     n = dt.write_label_tracks(yeast, flow, tmp_path / "a.zarr", start_frame=15, compat="nellie",
@@ -84,11 +86,15 @@ def test_compat_same_rows_as_label_tracks_and_nellie(yeast, yeast_reference, flo
     _, rows, props = _stored(tmp_path / "a.zarr")
     assert n == len(want)
     _assert_same(want, rows, props)
-    # many chunks: the same rows; forward rows in the same order, backward rows sorted by track
+    # many chunks: the same rows; forward rows in the same order, backward rows sorted by track;
+    # small output chunks, so that they start and end inside segments
+    monkeypatch.setattr(stream, "OUTPUT_CHUNK_ROWS", 997)
     dt.write_label_tracks(yeast.rechunk((17, 64, 64)), flow, tmp_path / "b.zarr", start_frame=15,
                           compat="nellie", chunk_size=2500, scheduler="threads")
-    _, rows, props = _stored(tmp_path / "b.zarr")
-    assert rows.shape == want.data.shape
+    g, rows, props = _stored(tmp_path / "b.zarr")
+    assert rows.shape == want.data.shape and g["tracks"].chunks == (997, 5)
+    assert g["tracks_properties/frame_num"].chunks == (997,)
+    monkeypatch.undo()
     np.testing.assert_array_equal(_by_rows(rows), _by_rows(want.data))
     np.testing.assert_array_equal(props["frame_num"], rows[:, 1].astype(np.int64))
     split = int(np.flatnonzero(np.diff(want.data[:, 0]) < 0)[0]) + 1   # backward block: ids sorted
