@@ -135,8 +135,12 @@ def _core(c: np.ndarray) -> tuple[slice, ...]:
 
 
 def _forward_task(vox: BlockVoxels, a_fw, spacing, radius, compat, idx_prev, idx_next=None, gate=None):
-    return forward_predictions(vox.coords(), a_fw, spacing, radius, compat=compat, index_prev=idx_prev,
-                               index_next=idx_next)
+    f = forward_predictions(vox.coords(), a_fw, spacing, radius, compat=compat, index_prev=idx_prev,
+                            index_next=idx_next)
+    # held until the candidates of every block they reach are made: keep them small
+    if len(f) == 4:  # with their matches the predictions are not needed again
+        return f[0].astype(np.int32), None, f[2].astype(np.int32), f[3].astype(np.float32)
+    return f[0].astype(np.int32), f[1]
 
 
 def _candidates_task(forward, src_pieces, src_box, tgt_pieces, tgt_box, core, a_bw, spacing, radius,
@@ -145,8 +149,8 @@ def _candidates_task(forward, src_pieces, src_box, tgt_pieces, tgt_box, core, a_
     prev = (region_voxels(src_pieces, src_box[0], src_box[1], spatial_shape) if src_pieces is not None
             else np.zeros((0, nd), np.int64))
     tgt = region_voxels(tgt_pieces, tgt_box[0], tgt_box[1], spatial_shape)
-    return block_candidates(forward, prev, tgt, _core(core), a_bw,
-                            spacing, radius, compat=compat, index_prev=idx_prev, index_next=idx_next)
+    return block_candidates(forward, prev, tgt, _core(core), a_bw, spacing, radius, compat=compat,
+                            index_prev=idx_prev, index_next=idx_next).compact()
 
 
 def _len_task(cands: Candidates) -> int:

@@ -77,7 +77,7 @@ def vote_with_sources(cands: Candidates, source_labels: np.ndarray, labels_next:
         return out
     flat = np.ravel_multi_index(tuple(a[keep] for a in tl), labels_next.shape)
     lab = lab[keep]
-    w = 1.0 / (cands.error[keep] + VOTE_EPS)
+    w = 1.0 / (cands.error[keep].astype(np.float64) + VOTE_EPS)
     # group (target, label) in candidate order; sum weights in that order
     order = np.lexsort((lab, flat))
     f, l = flat[order], lab[order]
@@ -125,7 +125,7 @@ def vote_at_voxels(cands: Candidates, source_labels: np.ndarray, flat: np.ndarra
     if len(cands) == 0 or len(flat) == 0:
         return out
     lab = np.asarray(source_labels, dtype=np.int64)
-    f = np.ravel_multi_index(_local(cands.target, core_start), tuple(shape))
+    f = np.ravel_multi_index(_local(cands.target.astype(np.int64), core_start), tuple(shape))
     pos = np.minimum(np.searchsorted(flat, f), len(flat) - 1)
     lab_next = np.asarray(labels_next)
     keep = (lab > 0) & (flat[pos] == f)
@@ -134,7 +134,7 @@ def vote_at_voxels(cands: Candidates, source_labels: np.ndarray, flat: np.ndarra
         return out
     pos = pos[keep]
     lab = lab[keep]
-    w = 1.0 / (cands.error[keep] + VOTE_EPS)
+    w = 1.0 / (cands.error[keep].astype(np.float64) + VOTE_EPS)
     # group (target, label) in candidate order; sum weights in that order
     order = np.lexsort((lab, pos))
     p, l = pos[order], lab[order]
@@ -175,13 +175,13 @@ def best_matches(cands: Candidates, spatial_shape: Sequence[int]) -> np.ndarray:
     nd = len(spatial_shape)
     if len(cands) == 0:
         return np.zeros((0, 2, nd), dtype=np.int64)
-    flat = np.ravel_multi_index(tuple(cands.target.T), tuple(spatial_shape))
+    flat = np.ravel_multi_index(tuple(cands.target.T.astype(np.int64)), tuple(spatial_shape))
     order = np.lexsort((cands.error, flat))
     f = flat[order]
     first = np.ones(len(f), dtype=bool)
     first[1:] = f[1:] != f[:-1]
     pick = order[first]
-    return np.stack([cands.source[pick], cands.target[pick]], axis=1)
+    return np.stack([cands.source[pick], cands.target[pick]], axis=1).astype(np.int64)
 
 
 def merge_matches(pieces: Sequence[np.ndarray], spatial_shape: Sequence[int]) -> np.ndarray:
