@@ -132,3 +132,46 @@ def test_chunk_reads_on_a_distributed_cluster(movie, stored, local_cluster_clien
     want = dt.estimate_flow(_tiled(movie, 2), compat="nellie").to_numpy(scheduler="sync")
     out = dt.estimate_flow(stored[2], compat="nellie").to_numpy()   # the client's scheduler
     np.testing.assert_array_equal(out, want)
+
+
+# ------------------------------------------------- compat matching, no N x M matrix
+def test_sparse_pairwise_sum_is_numpys_dense_sum():
+    from scipy.spatial.distance import cdist
+
+    from dask_tracking.flow.matching import _pairwise_sum_sparse
+
+    rng = np.random.default_rng(4)
+    for n, m, radius, block in [(700, 900, 1.0, 1 << 18), (333, 517, 2.5, 128), (3, 2, 9.0, 1 << 18),
+                                (1500, 1400, 0.7, 4096)]:
+        qa, qb = rng.random((n, 3)) * 10, rng.random((m, 3)) * 10
+        dist = cdist(qa, qb)
+        mask = dist < radius
+        dense = (dist * mask)[..., None]                      # Nellie's masked (N, M, 1) matrix
+        i, j = np.nonzero(mask)
+        got = _pairwise_sum_sparse(i * m + j, dist[i, j], n * m, block=block)
+        assert np.float64(got).tobytes() == np.sum(dense, axis=(0, 1))[0].tobytes()
+
+
+def test_compat_matching_memory_grows_with_the_gated_pairs_only():
+    import tracemalloc
+
+    from dask_tracking.flow.features import FrameFeatures
+    from dask_tracking.flow.matching import match_frames
+
+    rng = np.random.default_rng(6)
+    n = 3000                                                  # N x M float64 would be 72 MB
+
+    def frame():
+        return FrameFeatures(rng.integers(0, 400, (n, 3)).astype(np.int64),
+                             rng.random((n, 4)).astype(np.float32), rng.standard_normal((n, 18)))
+
+    post, pre = frame(), frame()
+    tracemalloc.start()
+    try:
+        i, j, c = match_frames(post, pre, spacing=(0.25, 0.1, 0.1), radius_um=1.0, compat=True,
+                               mode="dense", max_dense_pairs=n * n)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(i) > 0
+    assert peak < n * n * 8 / 4
