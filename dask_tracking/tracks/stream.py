@@ -132,6 +132,8 @@ compat, labels, fallback_radius_um, keep_outside
             masks[t] = frame_mask_lazy(plan.lab, t)
         return masks[t]
 
+    # each chunk's seeds enter the graph once (the walk's pieces and the chunk task refer to it)
+    seed_chunks = [dask.delayed(np.asarray(c, dtype=np.float64)) for c in plan.chunks]
     seg_keys: list[str] = []
     seg_counts: list[Any] = []
     chunk_steps: dict[str, list[list[tuple[str, Any]]]] = {}   # per direction, per chunk: (key, count)
@@ -142,8 +144,8 @@ compat, labels, fallback_radius_um, keep_outside
             filtered = mode == "nellie" and direction == "fw"   # final segments as written
             per_chunk: list[list[tuple[str, Any]]] = [[] for _ in plan.chunks]
             walk_order[direction] = []
-            for c, key, n in _walk_writing(plan, frames, anchors, params, mask, path, parts, direction,
-                                           filtered, prep):
+            for c, key, n in _walk_writing(plan, seed_chunks, frames, anchors, params, mask, path, parts,
+                                           direction, filtered, prep):
                 per_chunk[c].append((key, n))
                 walk_order[direction].append((key, n))
             chunk_steps[direction] = per_chunk
@@ -165,7 +167,7 @@ compat, labels, fallback_radius_um, keep_outside
                 keys = [k for k, _ in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
                 deps = [n for _, n in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
                 n = dask.delayed(_write_chunk_default, pure=False)(
-                    path, parts, f"chunk_{c}", keys, np.asarray(seeds),
+                    path, parts, f"chunk_{c}", keys, seed_chunks[c],
                     plan.seed_labels[off:off + len(seeds)], off + plan.min_track_num, plan.start, d, kw,
                     deps, prep)
                 seg_keys.append(f"chunk_{c}")
@@ -181,8 +183,9 @@ compat, labels, fallback_radius_um, keep_outside
     return int(dask.compute(done, **compute_kwargs)[0])
 
 
-def _walk_writing(plan: Any, frames: list[int], anchors: dict[int, Any], params: WalkParams, mask: Any,
-                  path: str, parts: str, direction: str, filtered: bool, prep: Any):
+def _walk_writing(plan: Any, seed_chunks: list[Any], frames: list[int], anchors: dict[int, Any],
+                  params: WalkParams, mask: Any, path: str, parts: str, direction: str, filtered: bool,
+                  prep: Any):
     """The walk of :func:`~dask_tracking.tracks.walk.walk_lazy`, each step writing its rows itself.
 
     Yields ``(chunk, part key, Delayed row count)`` per step and piece, by step then by piece
@@ -191,7 +194,7 @@ def _walk_writing(plan: Any, frames: list[int], anchors: dict[int, Any], params:
     """
     bounds = _piece_bounds(plan.chunks)
     pieces = [(c, a, b) for c, bd in enumerate(bounds) for a, b in zip(bd[:-1], bd[1:])]
-    state: list[Any] = [np.asarray(plan.chunks[c], dtype=np.float64)[a:b] for c, a, b in pieces]
+    state: list[Any] = [dask.delayed(_rows, pure=True)(seed_chunks[c], a, b) for c, a, b in pieces]
     starts = [plan.offsets[c] + a for c, a, _ in pieces]     # global index of each piece's first seed
     d = plan.ndim
     for s, t in enumerate(frames):
@@ -213,6 +216,10 @@ def _walk_writing(plan: Any, frames: list[int], anchors: dict[int, Any], params:
             new_state.append(dask.delayed(_split, pure=True)(r, 0))
             yield c, key, dask.delayed(_split, pure=True)(r, 1)
         state = new_state
+
+
+def _rows(a: np.ndarray, start: int, stop: int) -> np.ndarray:
+    return a[start:stop]
 
 
 def _step_and_write(pos: np.ndarray, anchors: Any, params: WalkParams, glob: Any, offset: int,
