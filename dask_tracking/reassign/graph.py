@@ -2,24 +2,28 @@
 
 Layout of the graph (``B`` spatial blocks of the input's chunk grid, ``T`` frames):
 
-* per frame and block: the block's labelled voxels (:class:`BlockVoxels`, read once
-  from the input chunks, which are then released); every later task works on these
-  sparse lists, never on whole chunks or halo regions.
-* per pair t and block b: the labelled voxels of frame t over the block's core plus
-  the *source* halo and of frame t+1 over the core plus the *target* halo (from the
-  blocks that overlap them), then the block's candidates. These tasks do not depend
-  on labels, so every pair runs in parallel.
+* per frame and block: the block's labelled voxels (:class:`BlockVoxels`; a stored chunk
+  is read inside this task, otherwise taken from the input's chunk task); every later
+  task works on these sparse lists, never on whole chunks or halo regions.
+* per pair t and block b: the forward predictions of b's voxels, then b's candidates from
+  the labelled voxels of frame t over the core plus the *source* halo and of frame t+1
+  over the core plus the *target* halo (from the blocks that overlap them), held as
+  int32 voxels and float32 errors.
 * per pair: the best match per target (one small task per block, joined per pair).
 * per label kind (objects, branches) a chain over t, parallel over blocks: the
   vote of block b at t+1 reads frame t's reassigned labels over b's source region,
-  carried from block to block as one value per labelled voxel (the dense blocks are
-  only the outputs).
+  carried from block to block as one value per labelled voxel; votes and fills are such
+  values too, and a dense block is made only for the output.
   With ``fill_unmatched`` each voted block is summarised (object -> label counts),
   the summaries of a frame are merged (a few numbers per object) and each block
   is filled.
-* ``compat="nellie"`` adds, per frame, one index of the frame's labelled voxel
-  coordinates (for cKDTree's tie rule and the interpolation batch's ``K``), and a
-  stop chain (the first pair without candidates ends the run, as in Nellie).
+* bounded look-ahead: the voxel lists, anchors, predictions and candidates of pair t (and
+  the compat frame index of t+1) take a ``gate`` token that depends on frame t-1 of both
+  chains, so about two pairs are in flight however many frames and threads there are.
+* ``compat="nellie"`` adds, per frame, one index of the frame's labelled voxels (for
+  cKDTree's tie rule and the interpolation batch's ``K``), and a stop chain (the first
+  pair without candidates ends the run, as in Nellie) from per-block candidate counts; the
+  votes do not wait for it: the outputs are zeroed from the stop on.
 
 The graph is one dict of tasks built without reading any data. Input chunks may be
 NumPy or CuPy (moved to the host: the neighbour searches run on the CPU with SciPy);
