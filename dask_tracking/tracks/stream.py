@@ -288,7 +288,7 @@ def _drop(path: str, parts: str, keys: list[str]) -> None:
 def _write_step(path: str, key: str, em: Emission, gid0: int, nxt: int, first_frame: int,
                 mask_next: FrameMask | None, mask_first: FrameMask | None, d: int, filtered: bool,
                 _prep: Any) -> int:
-    """Write one chunk's rows of one step; return how many were written.
+    """Write the rows of one step of one piece of a seed chunk; return how many were written.
 
     Rows as :func:`~dask_tracking.tracks.label.emission_rows` (per point: its start row
     when the step emits one, then its moved row). ``filtered``: only the rows inside a
