@@ -43,6 +43,7 @@ from dask._task_spec import Task, TaskRef
 
 from ..backend import to_host
 from ..blocks import iter_blocks
+from ..reads import ChunkReads, resolve
 from .block_voxels import BlockVoxels, block_voxels, labels_at, region_voxels
 from .candidates import Candidates, block_candidates, forward_predictions, frame_index_from_keys
 from .halo import candidate_halo, max_displacement
@@ -99,31 +100,7 @@ def _assemble(region: Region, pieces: Sequence[np.ndarray], dtype) -> np.ndarray
 
 
 def _voxels_task(obj, br, offset, gate=None) -> BlockVoxels:
-    return block_voxels(obj, br, offset)
-
-
-def _inline_chunk(arr: Any, key: tuple) -> Any:
-    """The task that reads one input chunk, to run inside the task that uses it, or None.
-
-    Only a chunk read straight from a stored array (a task whose dependencies are
-    roots, such as ``from_zarr``'s array object) is inlined: the read then waits for the
-    chunk's turn in the chain instead of running ahead as a root task and holding
-    the whole chunk.
-    """
-    from dask._task_spec import Task
-
-    g = arr.__dask_graph__()
-    try:
-        task = g[key]
-    except KeyError:
-        return None
-    if not isinstance(task, Task):
-        return None
-    for d in task.dependencies:
-        dep = g.get(d)
-        if isinstance(dep, Task) and dep.dependencies:
-            return None
-    return task
+    return block_voxels(resolve(obj), resolve(br), offset)
 
 
 # --------------------------------------------------------------------------- task bodies
@@ -335,15 +312,17 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
         dsk[k("anchors-bw", t)] = (_anchors_task, rows_arg(t), nd, False, gate_key(t - 1))
 
     # the labelled voxels of every (frame, block): the only tasks that read the input chunks
+    reads_lab, reads_br = ChunkReads(labels), ChunkReads(branches)
+    inline = reads_lab.inline and reads_br.inline
     for t in range(T):
         for b in blocks:
             off = tuple(int(s.start) for s in b.core)
-            lab = _inline_chunk(labels, in_key(labels, t, b.index))
-            br = _inline_chunk(branches, in_key(branches, t, b.index))
-            if lab is not None and br is not None:  # read in this task, when frame t's turn comes
-                dsk[k("voxels", t, *b.index)] = Task(k("voxels", t, *b.index), _voxels_task, lab, br, off,
-                                                     TaskRef(gate_key(t - 1)) if gate_key(t - 1) else None)
-            else:
+            if inline:  # stored chunks: read in this task, when frame t's turn comes
+                dsk[k("voxels", t, *b.index)] = Task(
+                    k("voxels", t, *b.index), _voxels_task, reads_lab.node(in_key(labels, t, b.index)),
+                    reads_br.node(in_key(branches, t, b.index)), off,
+                    TaskRef(gate_key(t - 1)) if gate_key(t - 1) else None)
+            else:  # computed chunks: shared keys (a gate would only hold the chunk longer)
                 dsk[k("voxels", t, *b.index)] = (_voxels_task, in_key(labels, t, b.index),
                                                  in_key(branches, t, b.index), off)
 
