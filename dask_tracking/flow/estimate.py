@@ -223,9 +223,17 @@ def estimate_flow(dataset: TrackingDataset, *, max_distance_um: float = 1.0, com
     ring_n, feat_n = f"flow-ring-{tok}", f"flow-features-{tok}"
     frame_n, pair_n = f"flow-frame-{tok}", f"flow-pair-{tok}"
 
+    per_frame = {n: all(c == 1 for c in getattr(dataset, n).chunks[0]) for n in names}
+    cores: dict = {}
+
     def core_read(name, t, b):
-        reg, keys = grids[name].region(t, b.core)
-        return reg, reads[name].nodes(keys)
+        if not per_frame[name]:
+            reg, keys = grids[name].region(t, b.core)
+            return reg, reads[name].nodes(keys)
+        if (name, b.index) not in cores:    # one frame per chunk on T: the same pieces every frame
+            cores[name, b.index] = grids[name].region(0, b.core)
+        reg, keys = cores[name, b.index]
+        return reg, reads[name].nodes([(k[0], t) + k[2:] for k in keys])
 
     dsk: dict = {}
     for t in range(n_frames):
