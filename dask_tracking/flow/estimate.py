@@ -26,9 +26,10 @@ is held in memory between two passes over a frame:
    preprocessed frames t and t+1 (:mod:`.refine`), then ``one_to_one`` per pair
    (:mod:`.assignment`).
 
-Chunks stored on disk (``da.from_zarr``) are read three times per frame for the
-preprocessed image (scan, ring, features), twice for the raw image and once for the
-markers and distance; chunks computed upstream are shared keys instead.
+Chunks stored on disk (``da.from_zarr``) are read by the scan (markers, distance,
+preprocessed), by the features of blocks with markers (raw, preprocessed) and by the
+ring only where a neighbour's ROI box reaches into the block; chunks computed upstream
+are shared keys instead (:class:`dask_tracking.reads.ChunkReads`).
 """
 
 from __future__ import annotations
