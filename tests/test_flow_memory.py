@@ -95,9 +95,10 @@ def test_stored_chunks_read_by_their_tasks(stored):
     assert not ChunkReads(ds.preprocessed.rechunk((1, 12, 64, 64))).inline
 
 
-def test_flow_graph_has_no_shared_input_chunks(stored):
+@pytest.mark.parametrize("compat", ["nellie", None])
+def test_flow_graph_has_no_shared_input_chunks(stored, compat):
     ds = stored[2]
-    table = dt.estimate_flow(ds, compat="nellie")
+    table = dt.estimate_flow(ds, compat=compat)   # None: with the refinement's window reads
     graph = dict(table.pairs[0].__dask_graph__())
     chunk_layers = {getattr(ds, n).name for n in ("raw", "preprocessed", "distance", "markers")}
     used = set().union(*(getattr(v, "dependencies", ()) for v in graph.values()))
@@ -105,7 +106,8 @@ def test_flow_graph_has_no_shared_input_chunks(stored):
     assert any(str(k).startswith("original-") for k in used)   # the stored arrays, read in tasks
 
 
-@pytest.mark.parametrize("kw", [{"compat": "nellie"}, {"refine": False, "one_to_one": False}])
+@pytest.mark.parametrize("kw", [{"compat": "nellie"}, {"refine": False, "one_to_one": False}, {}],
+                         ids=["compat", "matching-only", "default-refined"])
 def test_held_bytes_do_not_grow_with_the_frame(movie, stored, kw):
     rows1, peak1 = _held(stored[1], **kw)
     rows2, peak2 = _held(stored[2], **kw)

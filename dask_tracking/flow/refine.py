@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import dask.array as da
 import numpy as np
+from dask._task_spec import Task, TaskRef
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
@@ -39,6 +40,7 @@ from dask.highlevelgraph import HighLevelGraph
 from ..backend import to_host
 from ..blocks import iter_blocks
 from ..dataset import InputError
+from ..reads import ChunkReads
 from .regions import ChunkGrid, read_region
 from .subvoxel import affine_reach, affine_vectors
 from .table import FlowTable
@@ -616,6 +618,7 @@ def _vector_bound(flow: FlowTable, max_vector: Any, sp: tuple[float, ...] | None
 def _refine_graph(flow: FlowTable, image: da.Array, plan: RefinePlan) -> list[Any]:
     """The lazy refined rows of every frame pair (see :func:`refine_flow`)."""
     grid = ChunkGrid(image)
+    reads = ChunkReads(image)
     spatial = image.chunks[1:]
     blocks = list(iter_blocks(spatial, depth=0))
     numblocks = tuple(len(c) for c in spatial)
@@ -652,7 +655,10 @@ def _refine_graph(flow: FlowTable, image: da.Array, plan: RefinePlan) -> list[An
             (la, ha), (lb, hb) = wins
             rega, keys_a = regions.get(t, tuple(slice(a, b) for a, b in zip(la, ha)))
             regb, keys_b = regions.get(t + 1, tuple(slice(a, b) for a, b in zip(lb, hb)))
-            dsk[(block_n, t, bi)] = (_refine_block, pkey, rega, keys_a, regb, keys_b, plan)
+            # stored chunks are read inside the task (dask_tracking.reads): frame t+1's chunks
+            # are not held from pair t's blocks until pair t+1's
+            dsk[(block_n, t, bi)] = Task((block_n, t, bi), _refine_block, TaskRef(pkey), rega,
+                                         reads.nodes(keys_a), regb, reads.nodes(keys_b), plan)
             keys.append((block_n, t, bi))
         dsk[(pair_n, t)] = (_gather, keys, 2 * d + 2)
     graph = HighLevelGraph.from_collections(pair_n, dsk, dependencies=[image, *lazy])
