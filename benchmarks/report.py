@@ -231,15 +231,28 @@ def scaling_table(rows: list[dict]) -> list[str]:
 
 def ltm_table(rows: list[dict]) -> list[str]:
     out = ["| movie | input size (uncompressed) | workers x memory limit | completed | time s "
-           "| throughput MB/s | voxels/s | peak RSS MB (tree) | largest process MB | spilled | command |",
-           "|" + "---|" * 11]
+           "| throughput MB/s | voxels/s | peak RSS MB (tree) | largest worker MB | spilled GB "
+           "| output equal to an unconstrained run | command |",
+           "|" + "---|" * 12]
+
+    def first(d, *names):
+        return next((d[n] for n in names if d.get(n) is not None), None)
+
     for d in rows:
+        done = first(d, "completed", "ok")
+        spilled = d.get("spill_written_bytes")
+        check = d.get("check") or {}
+        equal = ("–" if not check else
+                 f"{'yes' if check.get('equal') else 'NO'} ({check.get('frames_compared', '?')} frames)")
         out.append(
-            f"| {' x '.join(str(s) for s in d['shape'])} | {d['input_gb']:.1f} GB "
-            f"| {d['workers']} x {d['memory_limit']} | {'yes' if d.get('ok') else 'no'} "
+            f"| {' x '.join(str(s) for s in d['shape'])}{', tracks included' if d.get('tracks') else ''} "
+            f"| {d['input_gb']:.1f} GB "
+            f"| {d['workers']} x {d['memory_limit']} | {'yes' if done else 'no'} "
             f"| {_num(d.get('run_s'))} | {_num(d.get('mb_per_s'), '{:.1f}')} "
-            f"| {_num(d.get('voxels_per_s'), '{:.3g}')} | {_num(d.get('peak_rss_mb'), '{:.0f}')} "
-            f"| {_num(d.get('peak_worker_mb'), '{:.0f}')} | {d.get('spilled', '–')} | `{d['command']}` |")
+            f"| {_num(d.get('voxels_per_s'), '{:.3g}')} "
+            f"| {_num(first(d, 'peak_rss_tree_mb', 'peak_rss_mb'), '{:.0f}')} "
+            f"| {_num(first(d, 'peak_worker_rss_mb', 'peak_worker_mb'), '{:.0f}')} "
+            f"| {_num(None if spilled is None else spilled / 1e9, '{:.1f}')} | {equal} | `{d['command']}` |")
     notes = [f"- `{d['command']}`: {d['note']}." for d in rows if d.get("note")]
     return out + ([""] + notes if notes else [])
 
@@ -368,7 +381,7 @@ def render() -> str:
         "python benchmarks/bench_side_by_side.py --tiles 1 2 --frames 30 --workers 0",
         "python benchmarks/bench_side_by_side.py --tiles 4 8 --frames 8 --workers 0 --modes nellie compat",
         "python benchmarks/bench_scaling.py --series frames workers",
-        "python benchmarks/bench_larger_than_memory.py --shape 16 512 512 --frames 20 --workers 1 --memory-limit 500MB",
+        "python benchmarks/bench_larger_than_memory.py --shape 16 768 768 --frames 40 --workers 2 --memory-limit 1GB --check-frames all",
         "python benchmarks/profile_stages.py --tiles 1 --frames 30 --compat nellie",
         "python benchmarks/report.py",
         "```",

@@ -78,9 +78,19 @@ def vote_with_sources(cands: Candidates, source_labels: np.ndarray, labels_next:
     flat = np.ravel_multi_index(tuple(a[keep] for a in tl), labels_next.shape)
     lab = lab[keep]
     w = 1.0 / (cands.error[keep].astype(np.float64) + VOTE_EPS)
-    # group (target, label) in candidate order; sum weights in that order
-    order = np.lexsort((lab, flat))
-    f, l = flat[order], lab[order]
+    gf, gl = _winners(flat, lab, w)
+    out.reshape(-1)[gf] = gl.astype(np.int32)
+    return out
+
+
+def _winners(target: np.ndarray, lab: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per target: the label of the largest summed weight, ties to the smallest label.
+
+    The weights of each (target, label) group are summed in candidate order. Returns the
+    distinct targets (ascending) and their winning labels.
+    """
+    order = np.lexsort((lab, target))
+    f, l = target[order], lab[order]
     new = np.ones(len(f), dtype=bool)
     new[1:] = (f[1:] != f[:-1]) | (l[1:] != l[:-1])
     gid = np.cumsum(new) - 1
@@ -88,13 +98,11 @@ def vote_with_sources(cands: Candidates, source_labels: np.ndarray, labels_next:
     group_of[order] = gid
     sums = np.bincount(group_of, weights=w, minlength=int(gid[-1]) + 1)
     gf, gl = f[new], l[new]
-    # per target: largest sum, then smallest label
     o2 = np.lexsort((gl, -sums, gf))
     gf, gl = gf[o2], gl[o2]
     first = np.ones(len(gf), dtype=bool)
     first[1:] = gf[1:] != gf[:-1]
-    out.reshape(-1)[gf[first]] = gl[first].astype(np.int32)
-    return out
+    return gf[first], gl[first]
 
 
 def vote_at_voxels(cands: Candidates, source_labels: np.ndarray, flat: np.ndarray, labels_next: np.ndarray,
@@ -135,22 +143,8 @@ def vote_at_voxels(cands: Candidates, source_labels: np.ndarray, flat: np.ndarra
     pos = pos[keep]
     lab = lab[keep]
     w = 1.0 / (cands.error[keep].astype(np.float64) + VOTE_EPS)
-    # group (target, label) in candidate order; sum weights in that order
-    order = np.lexsort((lab, pos))
-    p, l = pos[order], lab[order]
-    new = np.ones(len(p), dtype=bool)
-    new[1:] = (p[1:] != p[:-1]) | (l[1:] != l[:-1])
-    gid = np.cumsum(new) - 1
-    group_of = np.empty(len(p), dtype=np.int64)
-    group_of[order] = gid
-    sums = np.bincount(group_of, weights=w, minlength=int(gid[-1]) + 1)
-    gp, gl = p[new], l[new]
-    # per target: largest sum, then smallest label
-    o2 = np.lexsort((gl, -sums, gp))
-    gp, gl = gp[o2], gl[o2]
-    first = np.ones(len(gp), dtype=bool)
-    first[1:] = gp[1:] != gp[:-1]
-    out[gp[first]] = gl[first].astype(np.int32)
+    gp, gl = _winners(pos, lab, w)
+    out[gp] = gl.astype(np.int32)
     return out
 
 
