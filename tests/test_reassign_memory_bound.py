@@ -113,6 +113,9 @@ def test_memory_held_does_not_grow_with_frames(movie, compat, tmp_path):
     # three times the frames, about the same bytes held (the per-frame content varies a little)
     assert long.peak <= 1.25 * short.peak, (short.peak, long.peak)
     assert long.max_pairs <= 2, long.max_pairs
-    assert long.max_frames <= 6, long.max_frames  # the input is read as the chain reaches it (not all 12)
+    # the input is read as the chain reaches it, not all 12 frames at once: frame t's lists
+    # start once frame t-2 is reassigned (6 seen on an idle machine, 7 under load; 8 leaves
+    # room for the threads' order without hiding a read-ahead of the movie)
+    assert long.max_frames <= 8, long.max_frames
 
 
