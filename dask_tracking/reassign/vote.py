@@ -13,8 +13,8 @@ import numpy as np
 
 from .candidates import Candidates
 
-__all__ = ["ObjectVotes", "best_matches", "fill_at_voxels", "fill_block", "match_dtype", "merge_object_votes",
-           "object_votes", "object_votes_at_voxels", "vote_at_voxels", "vote_block", "vote_with_sources"]
+__all__ = ["ObjectVotes", "best_matches", "fill_at_voxels", "match_dtype", "merge_matches", "merge_object_votes",
+           "object_votes_at_voxels", "vote_at_voxels"]
 
 VOTE_EPS = 1e-6
 
@@ -23,91 +23,9 @@ def _local(coords: np.ndarray, start: Sequence[int]) -> tuple[np.ndarray, ...]:
     return tuple((coords - np.asarray(start, dtype=np.int64)).T)
 
 
-def vote_block(cands: Candidates, prev_region: np.ndarray, prev_offset: Sequence[int],
-               labels_next: np.ndarray, core_start: Sequence[int]) -> np.ndarray:
-    """Reassigned labels of one block of frame t+1 by weighted vote (spec 4.5).
-
-    Parameters
-    ----------
-    cands : Candidates
-        The block's candidates (targets in this core).
-    prev_region : ndarray of int
-        Reassigned labels of frame t over the block's source region.
-    prev_offset : sequence of int
-        Frame coordinates of ``prev_region[0, ...]``.
-    labels_next : ndarray of int, core shape
-        Original labels (objects or branches) of frame t+1 in the core.
-    core_start : sequence of int
-        Frame coordinates of the core's first voxel.
-
-    Returns
-    -------
-    ndarray of int32, core shape
-        For each target with candidates whose source carries a label and which is
-        labelled in ``labels_next``: the label with the largest sum of
-        ``1 / (error + 1e-6)``, the smallest label on exact ties. 0 elsewhere.
-        (Nellie's further "refinement" passes never change this: B5.)
-    """
-    if len(cands) == 0:
-        return np.zeros(labels_next.shape, dtype=np.int32)
-    lab = np.asarray(prev_region)[_local(cands.source, prev_offset)].astype(np.int64)
-    return vote_with_sources(cands, lab, labels_next, core_start)
-
-
-def vote_with_sources(cands: Candidates, source_labels: np.ndarray, labels_next: np.ndarray,
-                      core_start: Sequence[int]) -> np.ndarray:
-    """:func:`vote_block` with the reassigned label of each candidate's source given.
-
-    Parameters
-    ----------
-    source_labels : (n,) int64
-        Reassigned label at frame t of ``cands.source`` (0: none).
-
-    Returns
-    -------
-    ndarray of int32, core shape (as :func:`vote_block`).
-    """
-    out = np.zeros(labels_next.shape, dtype=np.int32)
-    if len(cands) == 0:
-        return out
-    lab = np.asarray(source_labels, dtype=np.int64)
-    tl = _local(cands.target, core_start)
-    keep = (lab > 0) & (np.asarray(labels_next)[tl] > 0)
-    if not keep.any():
-        return out
-    flat = np.ravel_multi_index(tuple(a[keep] for a in tl), labels_next.shape)
-    lab = lab[keep]
-    w = 1.0 / (cands.error[keep].astype(np.float64) + VOTE_EPS)
-    gf, gl = _winners(flat, lab, w)
-    out.reshape(-1)[gf] = gl.astype(np.int32)
-    return out
-
-
-def _winners(target: np.ndarray, lab: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per target: the label of the largest summed weight, ties to the smallest label.
-
-    The weights of each (target, label) group are summed in candidate order. Returns the
-    distinct targets (ascending) and their winning labels.
-    """
-    order = np.lexsort((lab, target))
-    f, l = target[order], lab[order]
-    new = np.ones(len(f), dtype=bool)
-    new[1:] = (f[1:] != f[:-1]) | (l[1:] != l[:-1])
-    gid = np.cumsum(new) - 1
-    group_of = np.empty(len(f), dtype=np.int64)
-    group_of[order] = gid
-    sums = np.bincount(group_of, weights=w, minlength=int(gid[-1]) + 1)
-    gf, gl = f[new], l[new]
-    o2 = np.lexsort((gl, -sums, gf))
-    gf, gl = gf[o2], gl[o2]
-    first = np.ones(len(gf), dtype=bool)
-    first[1:] = gf[1:] != gf[:-1]
-    return gf[first], gl[first]
-
-
 def vote_at_voxels(cands: Candidates, source_labels: np.ndarray, flat: np.ndarray, labels_next: np.ndarray,
                    shape: Sequence[int], core_start: Sequence[int]) -> np.ndarray:
-    """:func:`vote_with_sources` at the labelled voxels of the block only (the graph's form).
+    """Reassigned labels of one block of frame t+1 by weighted vote (spec 4.5), at its labelled voxels.
 
     Parameters
     ----------
@@ -125,8 +43,10 @@ def vote_at_voxels(cands: Candidates, source_labels: np.ndarray, flat: np.ndarra
     Returns
     -------
     (m,) int32
-        The voted label at each voxel of ``flat`` (0: none); scattered into a block of
-        zeros it equals :func:`vote_with_sources`.
+        For each voxel of ``flat`` with candidates whose source carries a label and
+        which is labelled in ``labels_next``: the label with the largest sum of
+        ``1 / (error + 1e-6)`` (summed in candidate order), the smallest label on exact
+        ties; 0 elsewhere. (Nellie's further "refinement" passes never change this: B5.)
     """
     flat = np.asarray(flat, dtype=np.int64).reshape(-1)
     out = np.zeros(len(flat), dtype=np.int32)
@@ -143,8 +63,22 @@ def vote_at_voxels(cands: Candidates, source_labels: np.ndarray, flat: np.ndarra
     pos = pos[keep]
     lab = lab[keep]
     w = 1.0 / (cands.error[keep].astype(np.float64) + VOTE_EPS)
-    gp, gl = _winners(pos, lab, w)
-    out[gp] = gl.astype(np.int32)
+    # group (target, label) in candidate order; sum weights in that order
+    order = np.lexsort((lab, pos))
+    p, l = pos[order], lab[order]
+    new = np.ones(len(p), dtype=bool)
+    new[1:] = (p[1:] != p[:-1]) | (l[1:] != l[:-1])
+    gid = np.cumsum(new) - 1
+    group_of = np.empty(len(p), dtype=np.int64)
+    group_of[order] = gid
+    sums = np.bincount(group_of, weights=w, minlength=int(gid[-1]) + 1)
+    gp, gl = p[new], l[new]
+    # per target: largest sum, then smallest label
+    o2 = np.lexsort((gl, -sums, gp))
+    gp, gl = gp[o2], gl[o2]
+    first = np.ones(len(gp), dtype=bool)
+    first[1:] = gp[1:] != gp[:-1]
+    out[gp[first]] = gl[first].astype(np.int32)
     return out
 
 
@@ -209,24 +143,11 @@ class ObjectVotes:
     counts: np.ndarray
 
 
-def object_votes(voted: np.ndarray, labels_next: np.ndarray) -> ObjectVotes:
-    """Summarise a voted block: which objects it holds and which labels their voxels got."""
-    lab = np.asarray(labels_next)
-    m = lab > 0
-    objects = np.unique(lab[m]).astype(np.int64)
-    mv = m & (voted > 0)
-    if not mv.any():
-        return ObjectVotes(objects, np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))
-    pairs, counts = np.unique(np.stack([lab[mv].astype(np.int64), voted[mv].astype(np.int64)], 1),
-                              axis=0, return_counts=True)
-    return ObjectVotes(objects, pairs, counts.astype(np.int64))
-
-
 def object_votes_at_voxels(voted: np.ndarray, labels_next: np.ndarray) -> ObjectVotes:
-    """:func:`object_votes` from the values at a block's labelled voxels (same answer).
+    """Summarise a voted block: which objects it holds and which labels their voxels got.
 
     ``voted`` and ``labels_next`` are aligned (m,) arrays: the voted label and the
-    original id of each labelled voxel.
+    original id of each labelled voxel of the block.
     """
     lab = np.asarray(labels_next)
     voted = np.asarray(voted)
@@ -274,9 +195,12 @@ def merge_object_votes(pieces: Sequence[ObjectVotes], new_id_base: int) -> tuple
     return objs, labels
 
 
-def fill_block(voted: np.ndarray, labels_next: np.ndarray,
+def fill_at_voxels(voted: np.ndarray, labels_next: np.ndarray,
                mapping: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Give the labelled voxels left at 0 by the vote their object's identity."""
+    """Give the labelled voxels left at 0 by the vote their object's identity, (m,) int32.
+
+    ``voted`` and ``labels_next`` are aligned (m,) arrays at a block's labelled voxels.
+    """
     out = np.array(voted, dtype=np.int32, copy=True)
     lab = np.asarray(labels_next)
     un = (lab > 0) & (out == 0)
@@ -288,9 +212,3 @@ def fill_block(voted: np.ndarray, labels_next: np.ndarray,
         val = np.where(ok & (objs[pos] == ids), labels[pos], 0) if ok else np.zeros_like(ids)
         out[un] = val.astype(np.int32)
     return out
-
-
-def fill_at_voxels(voted: np.ndarray, labels_next: np.ndarray,
-                   mapping: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """:func:`fill_block` on the values at a block's labelled voxels, (m,) int32."""
-    return fill_block(voted, labels_next, mapping)
