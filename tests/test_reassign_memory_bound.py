@@ -21,6 +21,7 @@ from dask.callbacks import Callback
 import dask_tracking as dt
 from dask_tracking.datasets import synthetic
 from dask_tracking.flow.table import FlowTable
+from test_reassign import truth_flow
 
 
 def _nbytes(obj, depth: int = 0) -> int:
@@ -65,16 +66,6 @@ class AliveResults(Callback):
         self.max_frames = max(self.max_frames, len(frames))
 
 
-def _truth_flow(ds) -> FlowTable:
-    markers = ds.markers.compute(scheduler="sync")
-    pairs = []
-    for t in range(ds.n_frames - 1):
-        p = np.argwhere(markers[t] > 0).astype(np.float64)
-        d = np.round(ds.truth.displacement(p, t)) if len(p) else p
-        pairs.append(np.column_stack([np.full(len(p), float(t)), p, d, np.full(len(p), -1.0)]))
-    return FlowTable(pairs, ds.ndim, ds.n_frames)
-
-
 @pytest.fixture(scope="module")
 def movie(tmp_path_factory):
     """A synthetic movie whose labels and branches are read from a zarr store (chunks 1 x 12 x 48 x 64)."""
@@ -86,7 +77,7 @@ def movie(tmp_path_factory):
         z = g.create_array(name, shape=a.shape, dtype=a.dtype, chunks=(1, 12, 48, 64))
         z[...] = a.compute(scheduler="sync")
         stored[name] = da.from_zarr(z)
-    return dataclasses.replace(ds, **stored), _truth_flow(ds)
+    return dataclasses.replace(ds, **stored), truth_flow(ds)
 
 
 def _peak(ds, flow, frames: int, compat, tmp_path) -> AliveResults:
