@@ -36,6 +36,7 @@ __all__ = [
     "create_output",
     "open_output",
     "check_resumable",
+    "jsonable",
     "frames_done",
     "mark_frame_done",
     "write_rows",
@@ -182,7 +183,7 @@ def check_resumable(group: Any, attrs: Mapping[str, Any]) -> None:
     """Raise InputError if ``group`` was written with other parameters than ``attrs``."""
     old = dict(group.attrs.get("parameters", {}))
     new = dict(attrs.get("parameters", {}))
-    diffs = [k for k in RESUME_KEYS if _jsonable(old.get(k)) != _jsonable(new.get(k))]
+    diffs = [k for k in RESUME_KEYS if jsonable(old.get(k)) != jsonable(new.get(k))]
     if diffs:
         detail = "; ".join(f"{k}: store has {old.get(k)!r}, this run {new.get(k)!r}" for k in diffs)
         raise InputError(
@@ -191,7 +192,8 @@ def check_resumable(group: Any, attrs: Mapping[str, Any]) -> None:
         )
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """``v`` as it reads back from JSON attributes (tuples as lists, other objects as strings)."""
     import json
 
     return json.loads(json.dumps(v, default=str)) if v is not None else None

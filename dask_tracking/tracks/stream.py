@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import resolve_compat
 from ..dataset import InputError, TrackingDataset
+from ..io.output import jsonable
 from .frame_mask import FrameMask, frame_mask_lazy
 from .label import default_rows, track_plan
 from .walk import Emission, WalkParams, _advance, _piece_bounds, _reduce, _split, _stats
@@ -173,7 +174,7 @@ compat, labels, fallback_radius_um, keep_outside
                 seg_keys.append(f"chunk_{c}")
                 seg_counts.append(n)
     attrs = {"columns": columns, "units": {"track_id": "id", "t": "frame", "position": "voxel"},
-             "description": "napari tracks layer rows", "parameters": _jsonable(plan.attrs)}
+             "description": "napari tracks layer rows", "parameters": jsonable(plan.attrs)}
     layout = dask.delayed(_layout, pure=False)(path, name, seg_counts, d, props, attrs, prep)
     copies = [dask.delayed(_copy_segment, pure=False)(path, parts, name, i, seg_keys, layout, d, props)
               for i in range(len(seg_keys))]
@@ -239,12 +240,6 @@ def _store_path(store: Any) -> str:
             raise InputError(f"store {str(store)!r} is a file, not a zarr store (a folder)")
         return str(p)
     raise InputError(f"store must be a path to a zarr store (e.g. 'out.zarr'), got {store!r}")
-
-
-def _jsonable(attrs: dict) -> dict:
-    import json
-
-    return json.loads(json.dumps(attrs, default=str))
 
 
 # ----------------------------------------------------------------- tasks
