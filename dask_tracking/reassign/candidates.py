@@ -194,9 +194,141 @@ def frame_index(pieces: Sequence[np.ndarray], spatial_shape: Sequence[int], spac
     return frame_index_from_keys(keys, spatial_shape, spacing, radius_um, anchors_forward, anchors_backward)
 
 
+#: Unit roundoff of float64 (``2**-53``): the error bound of one correctly rounded operation.
+_U64 = float(np.finfo(np.float64).eps) / 2
+
+
+def _lattice_rows(q: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Queries whose nearest lattice point is nearer than any other by more than rounding can blur.
+
+    The trees compare squared distances between ``scaled`` positions: per axis
+    ``c_i = fl(q_i s_i) - fl(p_i s_i)``, summed as ``c_i**2`` in float64. With ``v = rint(q)``,
+    ``f = q - v`` and a lattice point ``w = v + e`` (``e`` integer, not 0), the exact gap is
+    ``sum_i s_i**2 (e_i**2 - 2 f_i e_i) >= min_i s_i**2 (1 - 2|f_i|) =: margin``, so ``v`` is
+    the unique nearest lattice point when ``margin > 0``. Rounding: with ``L = max_i |q_i|``
+    and ``u = 2**-53`` each ``c_i`` is off by at most ``2u (L + |e_i| + 1) s_i``, so the squared
+    distance of ``v`` is off by less than ``d * 2u (L + 1) * max s**2`` and that of ``w`` by
+    ``d * 6u (L + 2) * max s**2`` on its axes with ``|e_i| <= 1`` (an axis with ``|e_i| >= 2``
+    adds ``s_i**2 |e_i| (|e_i| - 1)`` to the gap, far more than its own error while
+    ``u L << 1``); the kd-tree's pruning bounds (rectangle distances updated along a path of
+    at most ~64 levels, each term below the distance of ``v`` plus its rounding) add less than
+    ``64 d u * max s**2`` more. So ``margin > 64 d u (L + 64) max s**2`` (four times the sum
+    of these bounds) makes every float64 nearest search pick ``v`` over any other voxel, on
+    any tie rule. In ``delta`` terms (``|f_i| <= 0.5 - delta``) that is
+    ``delta > 32 d u (max s / min s)**2 (L + 64)``: for the yeast spacing (0.25, 0.0655,
+    0.0655) um ``1.6e-13 (L + 64)``, 1.6e-7 at 2**20 voxels, some 10**5 times below the
+    float32 resolution at ``L`` (``L * 2**-24`` or more), so in practice only exact half-way
+    ties (``|f_i| = 0.5``) fail the test. Queries beyond 2**23 voxels are left to the tree
+    (float32, in which the trees store the voxels, is no longer exact there).
+
+    Parameters
+    ----------
+    q : (m, d) float64
+        Queries as the trees see them: float32 values, voxels.
+    spacing : sequence of float, length d
+        Voxel size, um.
+
+    Returns
+    -------
+    rows : (k,) int64
+        The queries that pass the test (finite, with a decisive nearest lattice point).
+    v : (k, d) int64
+        Their nearest lattice points, voxels.
+    """
+    m, d = q.shape
+    s2 = np.asarray(spacing, dtype=np.float64) ** 2
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = np.rint(q)
+        margin = np.min(s2 * (1.0 - 2.0 * np.abs(q - v)), axis=1)  # NaN for a non-finite query
+        size = np.max(np.abs(q), axis=1)
+        bound = (64.0 * d * _U64 * float(s2.max())) * (size + 64.0)
+        # below 2**23 the voxels near v are exact in float32, as the trees store them
+        rows = np.flatnonzero((margin > bound) & (size < 2.0 ** 23))
+    return rows, v[rows].astype(np.int64)
+
+
+def _find_keys(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``wanted`` in the ascending ``keys`` (the first of equal keys).
+
+    Returns ``(hit, pos)``: the indexes into ``wanted`` that are present and their positions.
+    """
+    if len(keys) == 0 or len(wanted) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    wanted = wanted.astype(keys.dtype, copy=False)  # callers keep wanted within the dtype
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    hit = np.flatnonzero(keys[pos] == wanted)
+    return hit, pos[hit].astype(np.int64)
+
+
+def _lattice_hits(q: np.ndarray, spacing: Sequence[float], keys: np.ndarray, origin: np.ndarray,
+                  shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Queries whose nearest lattice point is decisively nearest and is one of the voxels.
+
+    Parameters
+    ----------
+    q : (m, d) float64
+        Queries (float32 values), voxels.
+    keys : (N,) int
+        Ascending raster indexes of the voxels, in the box ``[origin, origin + shape)``.
+    origin : (d,) int64
+    shape : tuple of int
+
+    Returns
+    -------
+    rows : (k,) int64
+        Queries answered here.
+    pos : (k,) int64
+        Position in ``keys`` of the nearest voxel of each (the first of equal keys).
+    v : (k, d) int64
+        That voxel, voxels.
+    """
+    rows, v = _lattice_rows(q, spacing)
+    local = v - origin
+    inside = np.flatnonzero(np.all((local >= 0) & (local < np.asarray(shape, dtype=np.int64)), axis=1))
+    if len(inside) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, q.shape[1]), np.int64)
+    r = np.ravel_multi_index(tuple(local[inside].T), tuple(int(n) for n in shape))
+    hit, pos = _find_keys(keys, r)
+    sel = inside[hit]
+    return rows[sel], pos, v[sel]
+
+
+def _tree_distance(q: np.ndarray, v: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """``||scaled(q) - scaled(v)||`` in um, (m,) float64, summed axis by axis as cKDTree does."""
+    c = scaled(q, spacing) - scaled(v, spacing)
+    acc = c[:, 0] * c[:, 0]
+    for i in range(1, c.shape[1]):
+        acc = acc + c[:, i] * c[:, i]
+    return np.sqrt(acc)
+
+
+def _raster_keys(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple] | None:
+    """Ascending raster keys of ``points`` in their bounding box, with the order that sorts them.
+
+    Returns ``(keys, order, origin, shape)`` (``order`` None when ``points`` are already in
+    raster order) or None when the box is too large for int64 keys.
+    """
+    origin = points.min(axis=0)
+    shape = tuple(int(n) for n in points.max(axis=0) - origin + 1)
+    if int(np.prod([float(n) for n in shape])) >= 2 ** 62:
+        return None
+    keys = np.ravel_multi_index(tuple((points - origin).T), shape)
+    order = None
+    if len(keys) > 1 and np.any(keys[1:] < keys[:-1]):
+        order = np.argsort(keys, kind="stable")  # equal keys keep the lowest index first
+        keys = keys[order]
+    return keys, order, origin, shape
+
+
 def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[float],
                   tree: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest of ``points`` to each query, the lowest index among equidistant ones.
+
+    A query whose nearest lattice point is one of ``points`` and is nearer than any
+    other lattice point by more than float64 rounding can blur (:func:`_lattice_rows`;
+    in practice every query that is not half-way between voxels along some axis) is
+    answered by a lookup of that point's raster key; only the other queries go to a
+    cKDTree (built only then, unless given), with the same result bit for bit.
 
     Parameters
     ----------
@@ -212,19 +344,36 @@ def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[flo
     index : (m,) int64
         Into ``points``; ``-1`` where ``points`` is empty.
     distance : (m,) float64
-        In um between the float32-scaled points.
+        In um between the float32-scaled points (for the looked-up rows computed with the
+        same float operations, in the same order, as cKDTree's; equal in the tests).
     """
     m = len(queries)
     if len(points) == 0 or m == 0:
         return np.full(m, -1, dtype=np.int64), np.full(m, np.inf)
+    points = np.asarray(points)
+    q = np.asarray(queries, dtype=np.float32).astype(np.float64).reshape(m, len(spacing))
+    index = np.full(m, -1, dtype=np.int64)
+    dist = np.full(m, np.inf)
+    rest = np.ones(m, dtype=bool)
+    lookup = _raster_keys(np.asarray(points, dtype=np.int64))
+    if lookup is not None:
+        keys, order, origin, shape = lookup
+        rows, pos, v = _lattice_hits(q, spacing, keys, origin, shape)
+        index[rows] = pos if order is None else order[pos]
+        dist[rows] = _tree_distance(q[rows], v, spacing)
+        rest[rows] = False
+    rest = np.flatnonzero(rest)
+    if len(rest) == 0:
+        return index, dist
     if tree is None:
         tree = cKDTree(scaled(points, spacing))
     k = min(2 ** points.shape[1], len(points))
-    dist, idx = tree.query(scaled(queries, spacing), k=list(range(1, k + 1)))
-    best = dist[:, :1]
-    tied = dist == best
-    idx = np.where(tied, idx, np.iinfo(np.int64).max)
-    return idx.min(axis=1).astype(np.int64), best[:, 0]
+    dk, ik = tree.query(scaled(q[rest], spacing), k=list(range(1, k + 1)))
+    best = dk[:, :1]
+    ik = np.where(dk == best, ik, np.iinfo(np.int64).max)
+    index[rest] = ik.min(axis=1)
+    dist[rest] = best[:, 0]
+    return index, dist
 
 
 def _interpolate(anchors: Any, coords: np.ndarray, spacing, radius_um: float, compat: str | None,
@@ -428,11 +577,24 @@ def _nearest_match(pred: np.ndarray, frame_index: Any, points: np.ndarray,
                    spacing: Sequence[float]) -> np.ndarray:
     """The labelled voxel nearest to each predicted position, (n, d) int64.
 
-    Compat (``frame_index`` given): cKDTree over the frame's voxels, Nellie's tie rule.
+    Compat (``frame_index`` given): cKDTree over the frame's voxels, Nellie's tie rule;
+    a prediction whose nearest lattice point is a labelled voxel and decisively nearest
+    (:func:`_lattice_rows`) is answered by a key lookup, which every exact search agrees
+    with, so the tree is queried for the others only (same voxels bit for bit).
     Default: ``nearest_voxel`` among ``points`` (lowest raster index on ties).
     """
     if frame_index is not None:
-        _, j = frame_index.tree.query(scaled(pred, spacing), k=1)
-        return frame_index.voxels(j)
+        n = len(pred)
+        q = np.asarray(pred, dtype=np.float32).astype(np.float64).reshape(n, len(spacing))
+        rows, _, v = _lattice_hits(q, spacing, frame_index.keys, np.zeros(q.shape[1], np.int64),
+                                   frame_index.shape)
+        out = np.empty((n, q.shape[1]), dtype=np.int64)
+        out[rows] = v
+        rest = np.ones(n, dtype=bool)
+        rest[rows] = False
+        if rest.any():
+            _, j = frame_index.tree.query(scaled(q[rest], spacing), k=1)
+            out[rest] = frame_index.voxels(j)
+        return out
     j, _ = nearest_voxel(points, pred, spacing)
     return points[j]
