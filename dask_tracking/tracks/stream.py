@@ -33,7 +33,7 @@ from ..dataset import InputError, TrackingDataset
 from ..io.output import jsonable
 from .frame_mask import FrameMask, frame_mask_lazy
 from .label import default_rows, track_plan
-from .walk import Emission, WalkParams, _advance, _piece_bounds, _reduce, _split, _stats
+from .walk import Emission, WalkParams, _advance, _listed, _piece_bounds, _reduce_args, _split, _stats
 
 __all__ = ["write_label_tracks", "AUTO_CHUNK_ROWS", "OUTPUT_CHUNK_ROWS"]
 
@@ -155,7 +155,7 @@ compat, labels, fallback_radius_um, keep_outside
                 if chunk_steps["bw"][c]:
                     n = dask.delayed(_write_chunk_nellie_bw, pure=False)(
                         path, parts, f"chunk_{c}", [k for k, _ in chunk_steps["bw"][c]], d,
-                        [n for _, n in chunk_steps["bw"][c]])
+                        _listed(n for _, n in chunk_steps["bw"][c]))
                     seg_keys.append(f"chunk_{c}")
                     seg_counts.append(n)
             for key, n in walk_order["fw"]:   # Nellie's forward order: by step, then by seed
@@ -166,7 +166,7 @@ compat, labels, fallback_radius_um, keep_outside
             for c, seeds in enumerate(plan.chunks):
                 off = plan.offsets[c]
                 keys = [k for k, _ in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
-                deps = [n for _, n in chunk_steps["fw"][c] + chunk_steps["bw"][c]]
+                deps = _listed(n for _, n in chunk_steps["fw"][c] + chunk_steps["bw"][c])
                 n = dask.delayed(_write_chunk_default, pure=False)(
                     path, parts, f"chunk_{c}", keys, seed_chunks[c],
                     plan.seed_labels[off:off + len(seeds)], off + plan.min_track_num, plan.start, d, kw,
@@ -175,10 +175,10 @@ compat, labels, fallback_radius_um, keep_outside
                 seg_counts.append(n)
     attrs = {"columns": columns, "units": {"track_id": "id", "t": "frame", "position": "voxel"},
              "description": "napari tracks layer rows", "parameters": jsonable(plan.attrs)}
-    layout = dask.delayed(_layout, pure=False)(path, name, seg_counts, d, props, attrs, prep)
+    layout = dask.delayed(_layout, pure=False)(path, name, _listed(seg_counts), d, props, attrs, prep)
     copies = [dask.delayed(_copy_segment, pure=False)(path, parts, name, i, seg_keys, layout, d, props)
               for i in range(len(seg_keys))]
-    done = dask.delayed(_finish, pure=False)(path, parts, layout, copies)
+    done = dask.delayed(_finish, pure=False)(path, parts, layout, _listed(copies))
     if not compute:
         return done
     return int(dask.compute(done, **compute_kwargs)[0])
@@ -205,15 +205,16 @@ def _walk_writing(plan: Any, seed_chunks: list[Any], frames: list[int], anchors:
         stats = [None] * len(state)
         if params.compat == "nellie":   # per-step global stats shared by every piece (Q-A / Q-B)
             stats = [dask.delayed(_stats, pure=True)(anchors[t], p, params) for p in state]
-            glob = dask.delayed(_reduce, pure=True)(stats)
+            glob = dask.delayed(_reduce_args, pure=True)(*stats)
         emit_start = params.compat == "nellie" and s == 0
         new_state = []
         for i, ((c, _, _), p, off, st) in enumerate(zip(pieces, state, starts, stats)):
             key = f"{direction}_{s}_{i}"
+            # every Delayed is a top-level argument: dask.delayed re-optimises the whole graph of
+            # a Delayed nested in a container, which made building this graph quadratic in the steps
             r = dask.delayed(_step_and_write, pure=False)(
-                p, anchors[t], params, glob, off, emit_start, st,
-                (path, f"{parts}/{key}", off + plan.min_track_num, nxt, frames[0], mask(nxt), first, d,
-                 filtered, prep))
+                p, anchors[t], params, glob, off, emit_start, st, mask(nxt), first, prep,
+                (path, f"{parts}/{key}", off + plan.min_track_num, nxt, frames[0], d, filtered))
             new_state.append(dask.delayed(_split, pure=True)(r, 0))
             yield c, key, dask.delayed(_split, pure=True)(r, 1)
         state = new_state
@@ -224,10 +225,15 @@ def _rows(a: np.ndarray, start: int, stop: int) -> np.ndarray:
 
 
 def _step_and_write(pos: np.ndarray, anchors: Any, params: WalkParams, glob: Any, offset: int,
-                    emit_start: bool, stats: Any, write: tuple) -> tuple[np.ndarray, int]:
-    """One step of one piece (:func:`~dask_tracking.tracks.walk._advance`), its rows written at once."""
+                    emit_start: bool, stats: Any, mask_next: Any, mask_first: Any, prep: Any,
+                    write: tuple) -> tuple[np.ndarray, int]:
+    """One step of one piece (:func:`~dask_tracking.tracks.walk._advance`), its rows written at once.
+
+    ``write``: (path, part key, first track id, next frame, first frame, d, filtered).
+    """
     new, em = _advance(pos, anchors, params, glob, offset, emit_start, stats)
-    return new, _write_step(*write[:2], em, *write[2:])
+    path, key, gid0, nxt, first_frame, d, filtered = write
+    return new, _write_step(path, key, em, gid0, nxt, first_frame, mask_next, mask_first, d, filtered, prep)
 
 
 # ----------------------------------------------------------------- checks

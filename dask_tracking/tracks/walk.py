@@ -85,6 +85,24 @@ def _reduce(stats: Sequence[tuple[int, int, np.ndarray]]) -> tuple[int, int]:
     return sum(s[0] for s in stats), max((s[1] for s in stats), default=0)
 
 
+def _reduce_args(*stats: tuple) -> tuple[int, int]:
+    return _reduce(stats)
+
+
+def _as_list(*xs: Any) -> list:
+    return list(xs)
+
+
+def _listed(items: Any) -> Any:
+    """One Delayed list of Delayed values, built from top-level arguments.
+
+    ``dask.delayed`` re-optimises the whole graph of every Delayed nested in a container
+    argument on each call, which makes a graph built step by step quadratic to build;
+    top-level arguments are only referenced.
+    """
+    return dask.delayed(_as_list, pure=True)(*items)
+
+
 def _advance(pos: np.ndarray, anchors: Anchors, params: WalkParams, glob: tuple[int, int] | None,
              offset: int, emit_start: bool, stats: tuple | None = None) -> tuple[np.ndarray, Emission]:
     """One step of one chunk: (new positions, emission). ``stats``: this chunk's
@@ -172,8 +190,8 @@ def walk_lazy(chunks: Sequence[np.ndarray], frames: Sequence[int], anchors: dict
         return [x for x, (c, _) in zip(items, owner) if c == ci]
 
     starts = [[s for c, s in owner if c == ci] for ci in range(len(chunks))]
-    steps = [[join(of_chunk(st, ci), starts[ci]) for ci in range(len(chunks))] for st in psteps]
-    final = [join_pos(of_chunk(pfinal, ci)) for ci in range(len(chunks))]
+    steps = [[join(_listed(of_chunk(st, ci)), starts[ci]) for ci in range(len(chunks))] for st in psteps]
+    final = [join_pos(_listed(of_chunk(pfinal, ci))) for ci in range(len(chunks))]
     return steps, final
 
 
@@ -188,7 +206,7 @@ def _walk_pieces(chunks: Sequence[np.ndarray], frames: Sequence[int], anchors: d
         stats = [None] * len(state)
         if params.compat == "nellie":
             stats = [dask.delayed(_stats, pure=True)(a, p, params) for p in state]
-            glob = dask.delayed(_reduce, pure=True)(stats)
+            glob = dask.delayed(_reduce_args, pure=True)(*stats)
         emit_start = params.compat == "nellie" and s == 0
         res = [dask.delayed(_advance, pure=True)(p, a, params, glob, off, emit_start, st)
                for p, off, st in zip(state, offsets, stats)]
