@@ -181,76 +181,110 @@ def neighbour_counts(anchors: Anchors, coords: Any, spacing: Sequence[float], ra
     return out
 
 
-def _nellie_weights(dist: np.ndarray, cost: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Nellie's per-point weights on padded (n, K) neighbour arrays (first ``k_i`` valid).
+def _desc_prefix(k: np.ndarray, K: int) -> np.ndarray:
+    """``nj[j]`` = number of rows with ``k > j`` (``k`` sorted descending), for ``j < K``.
 
-    ``dist`` rows are sorted ascending (cKDTree's k-nearest order) and every ``k_i >= 1``.
-    ``cost`` is overwritten (it becomes the weights). Padding slots are 0.
+    With rows sorted by neighbour count, the valid slots of column ``j`` are the
+    rows ``[:nj[j]]``: every per-slot loop works on prefixes, without masks.
+    """
+    return np.searchsorted(-k, -np.arange(K), side="left")
+
+
+def _count_groups(k: np.ndarray):
+    """``(start, stop, k)`` of the runs of equal ``k`` (rows sorted by ``k``)."""
+    cut = np.flatnonzero(k[1:] != k[:-1]) + 1
+    starts = np.concatenate([[0], cut])
+    stops = np.concatenate([cut, [len(k)]])
+    return zip(starts.tolist(), stops.tolist(), k[starts].tolist())
+
+
+def _nellie_weights(dist: np.ndarray, idx: np.ndarray, costs: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Nellie's per-point weights, transposed: (K, n), slot ``j`` of point ``i`` at ``[j, i]``.
+
+    ``dist``, ``idx`` : (n, K) k-nearest arrays, rows sorted by ``k`` descending,
+    each row ascending in distance (cKDTree's order), first ``k_i >= 1`` slots
+    valid. Slots past ``k_i`` of the result are left uninitialised (callers read
+    prefixes only). Each run of equal ``k`` is computed as one dense (rows, k)
+    array, so a row sum is NumPy's own sum of a length-``k_i`` row (pairwise
+    summation), as in Nellie.
     """
     n, K = dist.shape
-    invalid = np.arange(K)[None, :] >= k[:, None]
-    exact = dist[:, 0] == 0  # the smallest distance of each row
+    wt = np.empty((K, n))
+    for a, b, kk in _count_groups(k):
+        d = dist[a:b, :kk]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dw = np.divide(1.0, d)
+        exact = d[:, 0] == 0  # the smallest distance of each row
+        if exact.any():
+            dw[exact] = d[exact] == 0
+        w = np.take(costs, idx[a:b, :kk])
+        np.negative(w, out=w)
+        w *= dw
+        m = w.min(axis=1)
+        m -= 1
+        w -= m[:, None]
+        w /= w.sum(axis=1)[:, None]
+        wt[:kk, a:b] = w.T
+    return wt
+
+
+def _fixed_weights(dist: np.ndarray, idx: np.ndarray, costs: np.ndarray, k: np.ndarray,
+                   nj: np.ndarray):
+    """Default weights (B17 fixed) on (n, K) arrays (rows sorted by ``k`` descending).
+
+    Returns ``(w, s, no_cost)``: weights (rows sum to 1 over their first ``k_i``
+    slots; later slots hold garbage), the row sums they were divided by, and the
+    rows that fell back to pure inverse distance.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         dw = np.divide(1.0, dist)
+    exact = dist[:, 0] == 0  # rows are distance-sorted: any exact hit is in slot 0
     if exact.any():
-        dw[exact] = (dist[exact] == 0) * 1.0
-    w = np.negative(cost, out=cost)
+        dw[exact] = dist[exact] == 0
+    w = np.take(costs, idx)
+    np.negative(w, out=w)
+    np.maximum(w, 0.0, out=w)
     w *= dw
-    w[invalid] = np.inf
-    m = w.min(axis=1)
-    m -= 1
-    w -= m[:, None]
-    w[invalid] = 0.0
-    # NumPy's sum of a length-k row (pairwise order): sum rows of equal k together.
-    s = np.empty(n)
-    ks = np.unique(k)
-    if len(ks) == 1:
-        kk = int(ks[0])
-        s[:] = (w if kk == K else np.ascontiguousarray(w[:, :kk])).sum(axis=1)
-    else:
-        for kk in ks:
-            sel = np.flatnonzero(k == kk)
-            s[sel] = np.ascontiguousarray(w[sel, :kk]).sum(axis=1)
-    w /= s[:, None]
-    return w
-
-
-def _fixed_weights(dist: np.ndarray, cost: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Default weights (B17 fixed) on padded (n, K) arrays; rows sum to 1."""
-    exact = valid & (dist == 0)
-    has_exact = exact.any(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dw = np.where(has_exact[:, None], exact * 1.0, np.where(valid, 1 / dist, 0.0))
-    dw = np.where(valid, dw, 0.0)
-    w = np.maximum(-cost, 0.0) * dw
-    s = _sequential_sum(w)
+    s = _sequential_sum(w, nj)
     no_cost = s == 0
     if no_cost.any():
         w[no_cost] = dw[no_cost]
-        s[no_cost] = _sequential_sum(dw[no_cost])
-    return w / s[:, None]
+        s[no_cost] = _sequential_sum(dw[no_cost], _desc_prefix(k[no_cost], dw.shape[1]))
+    w /= s[:, None]
+    return w, s, no_cost
 
 
-def _sequential_sum(w: np.ndarray) -> np.ndarray:
-    """Row sums added left to right (trailing zero padding does not change them)."""
+def _sequential_sum(w: np.ndarray, nj: np.ndarray) -> np.ndarray:
+    """Row sums of the first ``k_i`` slots added left to right (rows sorted by ``k`` descending)."""
     acc = w[:, 0].copy()
     for j in range(1, w.shape[1]):
-        acc += w[:, j]
+        m = nj[j]
+        acc[:m] += w[:m, j]
     return acc
 
 
-def _weighted_vectors(w: np.ndarray, idx: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """``sum_j w[:, j] * vectors[idx[:, j]]`` added left to right, (n, d)."""
-    wt = np.ascontiguousarray(w.T)
-    it = np.ascontiguousarray(idx.T)
-    acc = vectors[it[0]]
-    acc *= wt[0][:, None]
-    term = np.empty_like(acc)
-    for j in range(1, w.shape[1]):
-        np.take(vectors, it[j], axis=0, out=term)
-        term *= wt[j][:, None]
-        acc += term
-    return acc
+def _weighted_vectors(wt: np.ndarray, it: np.ndarray, vectors: np.ndarray, nj: np.ndarray) -> np.ndarray:
+    """``sum_{j < k_i} wt[j, i] * vectors[it[j, i]]`` added left to right, (n, d).
+
+    ``wt``, ``it`` : (K, n) transposed weights and anchor indices, points sorted
+    by ``k`` descending (``nj`` from :func:`_desc_prefix`): the valid slots ``j``
+    are the points ``[:nj[j]]``. One axis at a time, on contiguous rows (1-D
+    gathers are NumPy's fast path).
+    """
+    K, n = wt.shape
+    vt = np.ascontiguousarray(vectors.T)
+    out = np.empty((vectors.shape[1], n))
+    term = np.empty(n)
+    for v, acc in zip(vt, out):
+        np.take(v, it[0], out=acc)
+        acc *= wt[0]
+        for j in range(1, K):
+            m = nj[j]
+            t = term[:m]
+            np.take(v, it[j, :m], out=t)
+            t *= wt[j, :m]
+            acc[:m] += t
+    return out.T
 
 
 def interpolate_points(
@@ -328,13 +362,14 @@ def interpolate_points(
         live = good & (k > 0) & (np.arange(offset, offset + N) < n_good_)  # Q-B
         if K == 1:  # Q-A: only batch row 0 can get a vector
             live &= np.arange(offset, offset + N) == 0
-        for rows in _row_blocks(np.flatnonzero(live), K):
+        for rows in _row_blocks(_by_count(np.flatnonzero(live), k), K):
             out[rows] = _nellie_block(tree, anchors, q[rows], k[rows], K)
         return _like(out, coords)
 
     live = np.flatnonzero(good & (k > 0))
     if len(live):
         for rows in _row_blocks(live, int(k[live].max())):
+            rows = _by_count(rows, k)  # the blocks of the plain row order (their K), rows by count
             out[rows] = _fixed_block(gpu or tree, anchors, q[rows], k[rows], float(radius_um))
     return _like(out, coords)
 
@@ -349,34 +384,86 @@ def _row_blocks(rows: np.ndarray, K: int):
         yield rows[i:i + step]
 
 
+def _by_count(rows: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``rows`` reordered by neighbour count ``k[rows]``, largest first (stable)."""
+    return rows[np.argsort(-k[rows], kind="stable")]
+
+
 def _nellie_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, K: int) -> np.ndarray:
+    """Compat vectors of points ``q`` sorted by neighbour count ``kr`` (descending), (n, d)."""
+    n = len(q)
     dist, idx = tree.query(q, k=K, p=2)
-    dist = np.asarray(dist, dtype=np.float64).reshape(len(q), K)
-    idx = np.asarray(idx, dtype=np.int64).reshape(len(q), K)
-    invalid = np.arange(K)[None, :] >= kr[:, None]
-    idx[invalid] = 0
-    w = _nellie_weights(dist, anchors.costs[idx], kr)
-    w[invalid] = 0.0
-    return _weighted_vectors(w, idx, anchors.vectors)
+    dist = np.asarray(dist, dtype=np.float64).reshape(n, K)
+    idx = np.asarray(idx, dtype=np.intp).reshape(n, K)
+    wt = _nellie_weights(dist, idx, anchors.costs, kr)
+    nj = _desc_prefix(kr, K)
+    acc = _weighted_vectors(wt, np.ascontiguousarray(idx.T), anchors.vectors, nj)
+    if nj[-1] < n:
+        # rows with k_i < K were summed over K slots, the padding ones with weight
+        # +0 on anchor 0: adding 0 * vectors[0] once has the same effect (zero signs)
+        acc[nj[-1]:] += anchors.vectors[0] * 0.0
+    return acc
 
 
 def _fixed_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, radius_um: float) -> np.ndarray:
-    K = int(kr.max())
+    """Default-mode vectors of points ``q`` sorted by neighbour count ``kr`` (descending), (n, d)."""
+    n = len(q)
+    K = int(kr[0])
     # the bound prunes the search; the first k_i (all within r) are found either way
     dist, idx = tree.query(q, k=K, p=2, distance_upper_bound=radius_um * (1 + 1e-9) + 1e-12)
-    dist = np.asarray(dist, dtype=np.float64).reshape(len(q), K)
-    idx = np.asarray(idx, dtype=np.int64).reshape(len(q), K)
-    valid = np.arange(K)[None, :] < kr[:, None]
-    # canonical neighbour order (distance, then anchor index): independent of K and of the batch
-    dist = np.where(valid, dist, np.inf)
-    idx = np.where(valid, idx, len(anchors))
-    o = np.argsort(idx, axis=1, kind="stable")
-    dist, idx = np.take_along_axis(dist, o, 1), np.take_along_axis(idx, o, 1)
-    o = np.argsort(dist, axis=1, kind="stable")
-    dist, idx = np.take_along_axis(dist, o, 1), np.take_along_axis(idx, o, 1)
-    idx = np.where(valid, idx, 0)
-    w = _fixed_weights(dist, anchors.costs[idx], valid)
-    return _weighted_vectors(w, idx, anchors.vectors)
+    dist = np.asarray(dist, dtype=np.float64).reshape(n, K)
+    idx = np.asarray(idx, dtype=np.int64).reshape(n, K)
+    nj = _desc_prefix(kr, K)
+    dist, idx = _canonical_order(dist, idx, kr, nj, len(anchors))
+    w, s, no_cost = _fixed_weights(dist, idx, anchors.costs, kr, nj)
+    acc = _weighted_vectors(np.ascontiguousarray(w.T), np.ascontiguousarray(idx.T), anchors.vectors, nj)
+    p = nj[-1]
+    if p < n:
+        # rows with k_i < K (the block's largest) were summed over K slots, the
+        # padding ones with weight max(-cost[0], 0) * 0 / s (0 / s without cost) on
+        # anchor 0: add that term once (same zero signs / NaN as K - k_i times)
+        wp = np.maximum(-anchors.costs[0], 0.0) * 0.0
+        wp = np.where(no_cost[p:], 0.0, wp) / s[p:]
+        acc[p:] += anchors.vectors[0] * wp[:, None]
+    return acc
+
+
+def _canonical_order(dist: np.ndarray, idx: np.ndarray, k: np.ndarray, nj: np.ndarray,
+                     n_anchors: int):
+    """Neighbours of each row in (distance, anchor index) order over the first ``k_i`` slots.
+
+    The k-nearest query returns rows sorted by distance; only runs of equal
+    distance need reordering (by anchor index): one integer sort of
+    ``run * n_anchors + index`` per row does it. Padding slots get index 0.
+    Falls back to a full (distance, index) sort if a row is not distance-sorted.
+    """
+    n, K = dist.shape
+    if K > 1 and bool(np.any(dist[:, 1:] < dist[:, :-1])):
+        return _lexsorted(dist, idx, k, n_anchors)
+    if K == 1:
+        return dist, idx
+    run = np.zeros((n, K), dtype=np.int64)
+    np.cumsum(dist[:, 1:] != dist[:, :-1], axis=1, out=run[:, 1:])
+    run *= n_anchors
+    key = idx + run
+    big = np.iinfo(np.int64).max
+    for j in range(1, K):
+        key[nj[j]:, j] = big
+    key.sort(axis=1)
+    key -= run
+    for j in range(1, K):
+        key[nj[j]:, j] = 0
+    return dist, key
+
+
+def _lexsorted(dist: np.ndarray, idx: np.ndarray, k: np.ndarray, n_anchors: int):
+    """(distance, index) sort of the first ``k_i`` slots of each row; padding index 0."""
+    valid = np.arange(dist.shape[1])[None, :] < k[:, None]
+    d = np.where(valid, dist, np.inf)
+    i = np.where(valid, idx, n_anchors)
+    o = np.lexsort((i, d), axis=1)
+    d, i = np.take_along_axis(d, o, 1), np.take_along_axis(i, o, 1)
+    return d, np.where(valid, i, 0)
 
 
 class _GpuSearch:
