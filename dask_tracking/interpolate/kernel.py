@@ -3,7 +3,9 @@
 Pure array code over a small set of *anchors* (the flow rows of one frame) and a
 block of query points (spec section 2.2). Everything is vectorised over the query
 points: the only Python loops run over the neighbour slots (at most ``K``, the
-largest neighbour count) or over the distinct neighbour counts.
+largest neighbour count) or over the distinct neighbour counts. The points of a
+block are ordered by neighbour count (largest first), so the valid slots ``j`` of
+all points are a prefix of the block: no (n, K) masks, no work on padding slots.
 
 Two modes:
 
@@ -438,10 +440,10 @@ def _canonical_order(dist: np.ndarray, idx: np.ndarray, k: np.ndarray, nj: np.nd
     Falls back to a full (distance, index) sort if a row is not distance-sorted.
     """
     n, K = dist.shape
-    if K > 1 and bool(np.any(dist[:, 1:] < dist[:, :-1])):
-        return _lexsorted(dist, idx, k, n_anchors)
     if K == 1:
         return dist, idx
+    if np.any(dist[:, 1:] < dist[:, :-1]):
+        return _lexsorted(dist, idx, k, n_anchors)
     run = np.zeros((n, K), dtype=np.int64)
     np.cumsum(dist[:, 1:] != dist[:, :-1], axis=1, out=run[:, 1:])
     run *= n_anchors
