@@ -222,7 +222,9 @@ def _nellie_weights(dist: np.ndarray, idx: np.ndarray, costs: np.ndarray, k: np.
         w = np.take(costs, idx[a:b, :kk])
         np.negative(w, out=w)
         w *= dw
-        m = w.min(axis=1)
+        m = w[:, 0].copy()  # the row minimum, a column at a time (exact in any order)
+        for j in range(1, kk):
+            np.minimum(m, w[:, j], out=m)
         m -= 1
         w -= m[:, None]
         w /= w.sum(axis=1)[:, None]
