@@ -212,7 +212,7 @@ def test_fast_kernel_gives_the_old_bits(compat, case, monkeypatch):
         monkeypatch.setattr(kernel, "MAX_SLOTS", slots)
         got = interpolate_points(a, q, sp, r, compat=compat)
         want = _reference(a, q, sp, r, compat=compat, max_slots=slots)
-        assert np.isfinite(want).all(axis=1).sum() > (100 if case == "nan_cost" else 700)
+        assert np.isfinite(want).all(axis=1).sum() > (0 if case == "nan_cost" else 700)
         _assert_same_bits(got, want)
     if case == "neg_zero":  # the padding's zero sign is exercised: both signs occur in the result
         z = got[:, 0][got[:, 0] == 0]

@@ -250,6 +250,11 @@ def _fixed_weights(dist: np.ndarray, idx: np.ndarray, costs: np.ndarray, k: np.n
     np.maximum(w, 0.0, out=w)
     w *= dw
     s = _sequential_sum(w, nj)
+    p = nj[-1]
+    if p < len(s):
+        # rows with k_i < K were summed over K slots, the padding ones
+        # max(-cost[0], 0) * 0 (a zero, or NaN): adding it once has the same effect
+        s[p:] += np.maximum(-costs[0], 0.0) * 0.0
     no_cost = s == 0
     if no_cost.any():
         w[no_cost] = dw[no_cost]
