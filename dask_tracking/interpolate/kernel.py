@@ -410,7 +410,8 @@ def _nellie_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, K: int)
     if nj[-1] < n:
         # rows with k_i < K were summed over K slots, the padding ones with weight
         # +0 on anchor 0: adding 0 * vectors[0] once has the same effect (zero signs)
-        acc[nj[-1]:] += anchors.vectors[0] * 0.0
+        with np.errstate(invalid="ignore"):
+            acc[nj[-1]:] += anchors.vectors[0] * 0.0
     return acc
 
 
@@ -433,7 +434,8 @@ def _fixed_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, radius_u
         # anchor 0: add that term once (same zero signs / NaN as K - k_i times)
         wp = np.maximum(-anchors.costs[0], 0.0) * 0.0
         wp = np.where(no_cost[p:], 0.0, wp) / s[p:]
-        acc[p:] += anchors.vectors[0] * wp[:, None]
+        with np.errstate(invalid="ignore"):
+            acc[p:] += anchors.vectors[0] * wp[:, None]
     return acc
 
 
