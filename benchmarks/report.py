@@ -197,17 +197,44 @@ def targets(rows: list[dict]) -> list[str]:
                 if pa.get("ok") and pb.get("ok"):
                     per.append(f"{STAGE_NAMES[st].split(' (')[0]} {pa['peak_rss_mb']:.0f} -> {pb['peak_rss_mb']:.0f} MB "
                                f"({(pb['peak_rss_mb'] / pa['peak_rss_mb'] - 1) * 100:+.0f}%)")
+            da, db = _total(by[4].get("default")), _total(by[8].get("default"))
+            dflt = (f"; default mode: {da['peak_rss_mb']:.0f} -> {db['peak_rss_mb']:.0f} MB "
+                    f"({(db['peak_rss_mb'] / da['peak_rss_mb'] - 1) * 100:+.0f}%)"
+                    if da and db and da.get("ok") and db.get("ok") else "")
             out.append(f"- memory flat from x4 to x8 (within 20% wanted): {a['peak_rss_mb']:.0f} -> "
                        f"{b['peak_rss_mb']:.0f} MB ({(b['peak_rss_mb'] / a['peak_rss_mb'] - 1) * 100:+.0f}%)"
-                       + (f"; per stage: {', '.join(per)}" if per else "") + ".")
+                       + (f"; per stage: {', '.join(per)}" if per else "") + dflt + ".")
     if 8 in by:
-        cp = _total(by[8].get("compat"))
         floors = [_run(by[8].get("read_floor", {}).get(s)) for s in STAGES]
-        if cp and cp.get("ok") and all(f for f in floors):
-            out.append(f"- within 3x of the read floor at x8: {cp['run_s'] / sum(floors):.1f}x "
-                       f"({cp['run_s']:.0f} s vs {sum(floors):.1f} s to read the inputs).")
+        if all(f for f in floors):
+            parts = []
+            for tag in ("compat", "default"):
+                tot = _total(by[8].get(tag))
+                if tot and tot.get("ok"):
+                    parts.append(f"{tag} {tot['run_s'] / sum(floors):.1f}x ({tot['run_s']:.0f} s)")
+            if parts:
+                out.append(f"- within 3x of the read floor at x8 ({sum(floors):.1f} s to read the inputs, "
+                           f"{3 * sum(floors):.1f} s wanted): " + ", ".join(parts) + "."
+                           + search_floor_line(by[8]["frames"]))
     out.append("")
     return out
+
+
+def search_floor_line(frames: int) -> str:
+    """The compat lower bound of ``bench_search_floor.py`` at x8, as a sentence (empty without a result)."""
+    p = RESULTS / f"search_floor_x8_t{frames}.json"
+    if not p.exists():
+        return ""
+    try:
+        d = json.loads(p.read_text())
+        f = d["floor"]
+        return (f" Compat cannot go below {f['compat_lower_bound_s']:.1f} s "
+                f"({f['compat_lower_bound_x_read']:.1f}x the read floor): the cKDTree calls whose tie order is "
+                f"Nellie's answer take {d['reassign']['wall_s']:.1f} s (reassignment) + "
+                f"{d['tracks']['wall_s']:.1f} s (tracks) on {d['threads']} threads by themselves "
+                f"(`{d['command']}`, commit `{d['machine'].get('commit')}`).")
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def scaling_table(rows: list[dict]) -> list[str]:
@@ -383,6 +410,7 @@ def render() -> str:
         "python benchmarks/bench_scaling.py --series frames workers",
         "python benchmarks/bench_larger_than_memory.py --shape 16 768 768 --frames 40 --workers 2 --memory-limit 1GB --check-frames all",
         "python benchmarks/profile_stages.py --tiles 1 --frames 30 --compat nellie",
+        "python benchmarks/bench_search_floor.py --tiles 8 --frames 8",
         "python benchmarks/report.py",
         "```",
         "",
