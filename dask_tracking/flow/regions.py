@@ -100,17 +100,18 @@ def read_region(region: Region, chunks: Sequence[Any]) -> np.ndarray:
     ``chunks`` holds chunk values or :class:`dask_tracking.reads.ChunkRead` objects;
     only the chunks of pieces not marked None are read.
     """
-    live = [(resolve(c), p) for c, p in zip(chunks, region.pieces) if p is not None]
-    if len(live) == 1:
-        c, (t_local, src, dst) = live[0]
-        block = c[(t_local,) + tuple(slice(a, b) for a, b in src)]
-        if block.shape == tuple(region.shape):
-            return block
-    xp = _module(live[0][0]) if live else np
-    out = xp.empty(region.shape, dtype=region.dtype)
-    for c, (t_local, src, dst) in live:
-        out[tuple(slice(a, b) for a, b in dst)] = c[(t_local,) + tuple(slice(a, b) for a, b in src)]
-    return out
+    live = [(c, p) for c, p in zip(chunks, region.pieces) if p is not None]
+    out = None
+    for c, (t_local, src, dst) in live:   # one stored chunk read (and alive) at a time
+        c = resolve(c)
+        piece = c[(t_local,) + tuple(slice(a, b) for a, b in src)]
+        if len(live) == 1 and piece.shape == tuple(region.shape):
+            return piece
+        if out is None:
+            out = _module(c).empty(region.shape, dtype=region.dtype)
+        out[tuple(slice(a, b) for a, b in dst)] = piece
+        del c, piece
+    return out if out is not None else np.empty(region.shape, dtype=region.dtype)
 
 
 def paste(lo: Sequence[int], hi: Sequence[int], parts: Sequence[tuple[Sequence[int], Any]],

@@ -123,7 +123,10 @@ def affine_vectors(rows: Any, image_t: Any, image_t1: Any, *, half_window: Any =
         The rows with polished (float) vectors; other columns unchanged.
     """
     rows = np.array(rows, dtype=np.float64, copy=True)
-    a, b = np.asarray(image_t, dtype=np.float64), np.asarray(image_t1, dtype=np.float64)
+    # the windows stay in their own dtype (float32 for the preprocessed image): sampling reads
+    # them as float64 (``_sample``), which gives the bits of a float64 copy without holding one
+    a, b = (np.asarray(im) for im in (image_t, image_t1))
+    a, b = (im if im.dtype in (np.float32, np.float64) else im.astype(np.float64) for im in (a, b))
     d = a.ndim
     if d not in (2, 3) or b.ndim != d:
         raise InputError(f"image_t and image_t1 must both be 2D or 3D, got shapes {a.shape} and {b.shape}")
@@ -149,7 +152,9 @@ def affine_vectors(rows: Any, image_t: Any, image_t1: Any, *, half_window: Any =
         return rows
     # central differences per axis (one-sided at the frame edge); an axis of one voxel (a single
     # slice) has no gradient and its translation stays as given
-    grads = [np.gradient(b, axis=k) if b.shape[k] > 1 else np.zeros_like(b) for k in range(d)]
+    b64 = np.asarray(b, dtype=np.float64)
+    grads = [np.gradient(b64, axis=k) if b.shape[k] > 1 else np.zeros(b.shape) for k in range(d)]
+    del b64
     offs = np.stack(np.meshgrid(*[np.arange(-int(hh), int(hh) + 1, int(s)) for hh, s in zip(h, st)],
                                 indexing="ij"), -1).reshape(-1, d).astype(np.float64)
     sig = h * 0.6 + 0.5
@@ -169,7 +174,8 @@ def _sample(img: np.ndarray, coords: np.ndarray, shape: np.ndarray, off: np.ndar
         np.clip(coords[..., k], 0.0, float(shape[k] - 1), out=c[..., k])
         c[..., k] -= off[k]        # exact: an integer shift of a coordinate >= it
     flat = c.reshape(-1, d).T
-    return ndi.map_coordinates(img, flat, order=1, mode="nearest", prefilter=False).reshape(coords.shape[:-1])
+    return ndi.map_coordinates(img, flat, order=1, mode="nearest", prefilter=False,
+                               output=np.float64).reshape(coords.shape[:-1])
 
 
 def _fit(rows, a, b, grads, offs, wgt, iters, corr, ridge, shape, off_a, off_b) -> np.ndarray:
@@ -184,7 +190,7 @@ def _fit(rows, a, b, grads, offs, wgt, iters, corr, ridge, shape, off_a, off_b) 
     idx = idx.astype(np.int64) - off_a
     # C order: every per-row reduction below then runs along a contiguous row, in an order that does
     # not depend on the other rows of the batch (fancy indexing may return the transposed layout)
-    T = np.ascontiguousarray(a[tuple(idx[..., k] for k in range(d))])
+    T = np.ascontiguousarray(a[tuple(idx[..., k] for k in range(d))], dtype=np.float64)
     wsum = wgt.sum()
     T = T - ((T * wgt).sum(axis=1) / wsum)[:, None]
     tn = np.sqrt((T * T * wgt).sum(axis=1))
