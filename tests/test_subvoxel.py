@@ -137,3 +137,34 @@ def test_a_single_slice_keeps_its_z_and_still_fits_y_x():
     out = affine_vectors(rows, a, b)
     assert out[0, 4] == 0.0
     np.testing.assert_allclose(out[0, 5:7], [0.6, -1.3], atol=0.1)
+
+
+def test_many_batches_read_the_gradient_of_the_whole_frame():
+    """More rows than one batch (each batch takes the gradient of only the part of frame t+1 its
+    rows reach): every row still gets exactly its answer on its own, rows on the frame's edges too."""
+    shape = (7, 90, 120)
+    a = _scene(shape, seed=11, n=120)
+    b = _warp(a, np.eye(3), (0.3, 1.6, -2.4), np.asarray(shape) / 2)
+    rng = np.random.default_rng(9)
+    n = 300
+    pts = np.column_stack([rng.integers(0, s, n) for s in shape])
+    pts[:4] = [[0, 0, 0], [6, 89, 119], [3, 0, 119], [6, 45, 0]]
+    vec = np.column_stack([np.zeros(n), rng.integers(-3, 4, n), rng.integers(-3, 4, n)]).astype(float)
+    rows = np.column_stack([np.zeros(n), pts, vec, np.zeros(n)])
+    batch = affine_vectors(rows, a, b)
+    single = np.concatenate([affine_vectors(rows[i:i + 1], a, b) for i in range(n)])
+    assert np.array_equal(batch, single)
+    assert not np.array_equal(batch[:, 4:7], vec)                          # it did move vectors
+    # the fit on the gradient of the whole frame, all rows in one call: the same bits
+    from dask_tracking.flow import subvoxel
+
+    h, st = np.array([2, 12, 12]), np.array([1, 3, 3])
+    offs = np.stack(np.meshgrid(*[np.arange(-hh, hh + 1, s_) for hh, s_ in zip(h, st)], indexing="ij"),
+                    -1).reshape(-1, 3).astype(np.float64)
+    wgt = np.exp(-0.5 * ((offs / (h * 0.6 + 0.5)) ** 2).sum(axis=1))
+    b64 = b.astype(np.float64)
+    grads = [np.gradient(b64, axis=k) for k in range(3)]
+    zero = np.zeros(3, np.int64)
+    ref = subvoxel._fit(rows, a.astype(np.float64), b64, grads, offs, wgt, 6, np.array([2.0, 8.0, 8.0]),
+                        1e-3, np.array(shape), zero, zero)
+    assert np.array_equal(batch[:, 4:7], ref)

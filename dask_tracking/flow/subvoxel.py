@@ -150,20 +150,45 @@ def affine_vectors(rows: Any, image_t: Any, image_t1: Any, *, half_window: Any =
     off_b = np.zeros(d, np.int64) if offset_t1 is None else np.asarray(offset_t1, dtype=np.int64)
     if len(rows) == 0:
         return rows
-    # central differences per axis (one-sided at the frame edge); an axis of one voxel (a single
-    # slice) has no gradient and its translation stays as given
-    b64 = np.asarray(b, dtype=np.float64)
-    grads = [np.gradient(b64, axis=k) if b.shape[k] > 1 else np.zeros(b.shape) for k in range(d)]
-    del b64
     offs = np.stack(np.meshgrid(*[np.arange(-int(hh), int(hh) + 1, int(s)) for hh, s in zip(h, st)],
                                 indexing="ij"), -1).reshape(-1, d).astype(np.float64)
     sig = h * 0.6 + 0.5
     wgt = np.exp(-0.5 * ((offs / sig) ** 2).sum(axis=1))
+    # batches of rows near each other (sorted by where they land in Y, then X), each with the
+    # gradient (central differences per axis, one-sided at the frame edge; none along an axis of
+    # one voxel) of only the part of frame t+1 its samples can reach: a row's result does not
+    # depend on its batch, and the gradient values read are those of the whole window
+    land = np.rint(rows[:, 1:1 + d]) + rows[:, 1 + d:1 + 2 * d]
+    order = np.lexsort(tuple(land[:, k] for k in [0] * (d == 3) + [d - 1, d - 2]))
+    reach = h + np.ceil(_MAX_AFFINE * h.sum()) + corr
     for i in range(0, len(rows), _BATCH):
-        part = rows[i:i + _BATCH]
-        part[:, 1 + d:1 + 2 * d] = _fit(part, a, b, grads, offs, wgt, int(iters), corr, float(ridge),
-                                        shape, off_a, off_b)
+        sel = order[i:i + _BATCH]
+        part = rows[sel]
+        grads, g_off = _batch_gradients(b, land[sel], reach, shape, off_b)
+        rows[sel, 1 + d:1 + 2 * d] = _fit(part, a, b, grads, offs, wgt, int(iters), corr, float(ridge),
+                                          shape, off_a, off_b, g_off)
     return rows
+
+
+def _batch_gradients(b: np.ndarray, land: np.ndarray, reach: np.ndarray, shape: np.ndarray,
+                     off_b: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Central-difference gradients (float64, per axis) of the part of window ``b`` that the
+    samples of rows landing at ``land`` (global voxels, (n, d)) can read, and its global origin.
+
+    The samples lie within ``land +- reach`` clamped to the frame; linear interpolation reads
+    the voxel below and the one above each, and their central differences one more voxel on
+    each side. Those voxels' gradients are computed from the same neighbours as on the whole
+    window (one-sided only at the window's own edges, as there), so they have the same bits.
+    """
+    d = b.ndim
+    top = np.asarray(shape, dtype=np.float64) - 1
+    lo = np.floor(np.clip(land.min(axis=0) - reach, 0, top)).astype(np.int64) - 1
+    hi = np.floor(np.clip(land.max(axis=0) + reach, 0, top)).astype(np.int64) + 3
+    lo = np.clip(lo - off_b, 0, np.asarray(b.shape))
+    hi = np.clip(hi - off_b, lo, np.asarray(b.shape))
+    sub = np.asarray(b[tuple(slice(int(x), int(y)) for x, y in zip(lo, hi))], dtype=np.float64)
+    grads = [np.gradient(sub, axis=k) if b.shape[k] > 1 else np.zeros(sub.shape) for k in range(d)]
+    return grads, off_b + lo
 
 
 def _sample(img: np.ndarray, coords: np.ndarray, shape: np.ndarray, off: np.ndarray) -> np.ndarray:
@@ -178,7 +203,7 @@ def _sample(img: np.ndarray, coords: np.ndarray, shape: np.ndarray, off: np.ndar
                                output=np.float64).reshape(coords.shape[:-1])
 
 
-def _fit(rows, a, b, grads, offs, wgt, iters, corr, ridge, shape, off_a, off_b) -> np.ndarray:
+def _fit(rows, a, b, grads, offs, wgt, iters, corr, ridge, shape, off_a, off_b, off_g=None) -> np.ndarray:
     d = a.ndim
     n, m = len(rows), len(offs)
     p = np.rint(rows[:, 1:1 + d])
@@ -218,7 +243,8 @@ def _fit(rows, a, b, grads, offs, wgt, iters, corr, ridge, shape, off_a, off_b) 
     for _ in range(iters):
         W = warp(v, A)
         I = _sample(b, W, shape, off_b)
-        g = np.stack([_sample(gk, W, shape, off_b) for gk in grads], axis=-1)          # (n, m, d)
+        g = np.stack([_sample(gk, W, shape, off_b if off_g is None else off_g) for gk in grads],
+                     axis=-1)                                                            # (n, m, d)
         r = I - (alpha[:, None] * T + beta[:, None])
         J = np.concatenate([g, (g[:, :, :, None] * offs[None, :, None, :]).reshape(n, m, d * d),
                             -T[:, :, None], -np.ones((n, m, 1))], axis=-1)               # (n, m, P)
