@@ -33,7 +33,7 @@ from ..dataset import InputError, TrackingDataset
 from ..io.output import jsonable
 from .frame_mask import FrameMask, frame_mask_lazy
 from .label import default_rows, track_plan
-from .walk import Emission, WalkParams, _advance, _listed, _piece_bounds, _reduce_args, _split, _stats
+from .walk import Emission, WalkParams, _advance, _listed, _piece_bounds, _reduce, _split, _stats
 
 __all__ = ["write_label_tracks", "AUTO_CHUNK_ROWS", "OUTPUT_CHUNK_ROWS"]
 
@@ -205,7 +205,7 @@ def _walk_writing(plan: Any, seed_chunks: list[Any], frames: list[int], anchors:
         stats = [None] * len(state)
         if params.compat == "nellie":   # per-step global stats shared by every piece (Q-A / Q-B)
             stats = [dask.delayed(_stats, pure=True)(anchors[t], p, params) for p in state]
-            glob = dask.delayed(_reduce_args, pure=True)(*stats)
+            glob = dask.delayed(_reduce, pure=True)(*stats)
         emit_start = params.compat == "nellie" and s == 0
         new_state = []
         for i, ((c, _, _), p, off, st) in enumerate(zip(pieces, state, starts, stats)):

@@ -81,12 +81,10 @@ def _stats(anchors: Anchors, pos: np.ndarray, params: WalkParams) -> tuple[int, 
     return int((~np.isnan(pos[:, 0])).sum()), int(k.max()) if len(k) else 0, k
 
 
-def _reduce(stats: Sequence[tuple[int, int, np.ndarray]]) -> tuple[int, int]:
+def _reduce(*stats: tuple[int, int, np.ndarray]) -> tuple[int, int]:
+    """The batch's non-NaN count and largest neighbour count from every piece's :func:`_stats`
+    (passed as separate arguments, see :func:`_listed`)."""
     return sum(s[0] for s in stats), max((s[1] for s in stats), default=0)
-
-
-def _reduce_args(*stats: tuple) -> tuple[int, int]:
-    return _reduce(stats)
 
 
 def _as_list(*xs: Any) -> list:
@@ -206,7 +204,7 @@ def _walk_pieces(chunks: Sequence[np.ndarray], frames: Sequence[int], anchors: d
         stats = [None] * len(state)
         if params.compat == "nellie":
             stats = [dask.delayed(_stats, pure=True)(a, p, params) for p in state]
-            glob = dask.delayed(_reduce_args, pure=True)(*stats)
+            glob = dask.delayed(_reduce, pure=True)(*stats)
         emit_start = params.compat == "nellie" and s == 0
         res = [dask.delayed(_advance, pure=True)(p, a, params, glob, off, emit_start, st)
                for p, off, st in zip(state, offsets, stats)]
