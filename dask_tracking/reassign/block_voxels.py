@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import to_host
+from ..blocks import in_box
 
 __all__ = ["BlockVoxels", "block_voxels", "labels_at", "region_voxels"]
 
@@ -106,7 +107,7 @@ def region_voxels(pieces: Sequence[BlockVoxels], lo: Sequence[int], hi: Sequence
     for p in pieces:
         c = p.coords()
         if len(c):
-            parts.append(c[np.all((c >= lo) & (c < hi), axis=1)])
+            parts.append(c[in_box(c, lo, hi)])
     if not parts:
         return np.zeros((0, nd), dtype=np.int64)
     c = np.concatenate(parts)
@@ -123,6 +124,7 @@ def labels_at(points: np.ndarray, pieces: Sequence[BlockVoxels], values: Sequenc
     points : (m, d) int64
         Frame coordinates.
     pieces : sequence of BlockVoxels
+        Disjoint blocks (in the graph: the blocks of one chunk grid around a core).
     values : sequence of (n_k,) arrays
         One value per voxel of each piece (aligned with ``pieces[k].flat``).
 
@@ -134,15 +136,63 @@ def labels_at(points: np.ndarray, pieces: Sequence[BlockVoxels], values: Sequenc
     out = np.zeros(len(points), dtype=np.int64)
     if len(points) == 0:
         return out
-    for p, v in zip(pieces, values):
-        if len(p) == 0:
-            continue
-        loc = points - np.asarray(p.offset, dtype=np.int64)
-        inside = np.flatnonzero(np.all((loc >= 0) & (loc < np.asarray(p.shape)), axis=1))
-        if len(inside) == 0:
-            continue
-        f = np.ravel_multi_index(tuple(loc[inside].T), p.shape)
-        pos = np.minimum(np.searchsorted(p.flat, f), len(p.flat) - 1)
-        hit = p.flat[pos] == f
-        out[inside[hit]] = np.asarray(v)[pos[hit]]
+    which = _piece_of(points, pieces)
+    if which is None:  # not a grid of blocks: test each piece
+        for p, v in zip(pieces, values):
+            if len(p):
+                inside = np.flatnonzero(in_box(points - np.asarray(p.offset, dtype=np.int64), 0,
+                                               np.asarray(p.shape)))
+                _look_up(points, inside, p, v, out)
+        return out
+    order = np.argsort(which, kind="stable")
+    cuts = np.searchsorted(which[order], np.arange(len(pieces) + 1))
+    for k, (p, v) in enumerate(zip(pieces, values)):
+        if len(p) and cuts[k + 1] > cuts[k]:
+            _look_up(points, order[cuts[k]:cuts[k + 1]], p, v, out)
     return out
+
+
+def _look_up(points: np.ndarray, rows: np.ndarray, p: BlockVoxels, v: np.ndarray, out: np.ndarray) -> None:
+    """``out[rows]`` = the values of ``p``'s voxels at ``points[rows]`` (all inside ``p``'s box)."""
+    if len(rows) == 0:
+        return
+    loc = points[rows] - np.asarray(p.offset, dtype=np.int64)
+    f = np.ravel_multi_index(tuple(loc.T), p.shape)
+    pos = np.minimum(np.searchsorted(p.flat, f), len(p.flat) - 1)
+    hit = p.flat[pos] == f
+    out[rows[hit]] = np.asarray(v)[pos[hit]]
+
+
+def _piece_of(points: np.ndarray, pieces: Sequence[BlockVoxels]) -> np.ndarray | None:
+    """Index of the piece holding each point (``len(pieces)`` for none), or None when the
+    pieces are not the blocks of one grid (each axis cut into disjoint intervals)."""
+    nd = points.shape[1]
+    if not pieces:
+        return np.zeros(len(points), dtype=np.int64)
+    axes, per_axis = [], []
+    for a in range(nd):
+        spans = sorted({(int(p.offset[a]), int(p.offset[a]) + int(p.shape[a])) for p in pieces})
+        starts = np.array([s for s, _ in spans], dtype=np.int64)
+        stops = np.array([e for _, e in spans], dtype=np.int64)
+        if len(np.unique(starts)) != len(starts) or np.any(stops[:-1] > starts[1:]):
+            return None
+        axes.append((starts, stops))
+        per_axis.append({s: i for i, s in enumerate(starts.tolist())})
+    dims = tuple(len(s) for s, _ in axes)
+    table = np.full(int(np.prod(dims)), len(pieces), dtype=np.int64)
+    for k, p in enumerate(pieces):
+        cell = np.ravel_multi_index(tuple(per_axis[a][int(p.offset[a])] for a in range(nd)), dims)
+        if table[cell] != len(pieces):
+            return None
+        table[cell] = k
+    idx = []
+    ok = np.ones(len(points), dtype=bool)
+    for a, (starts, stops) in enumerate(axes):
+        i = np.searchsorted(starts, points[:, a], side="right") - 1
+        ok &= i >= 0
+        i = np.maximum(i, 0)
+        ok &= points[:, a] < stops[i]
+        idx.append(i)
+    which = table[np.ravel_multi_index(tuple(idx), dims)]
+    which[~ok] = len(pieces)
+    return which

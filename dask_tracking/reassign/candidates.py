@@ -18,6 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..blocks import in_box, rows_max, rows_min
+
 __all__ = ["Candidates", "FrameIndex", "block_candidates", "forward_predictions", "frame_index", "frame_index_from_keys", "nearest_voxel",
            "scaled", "voxels_of"]
 
@@ -239,8 +241,8 @@ def _lattice_rows(q: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, 
     s2 = np.asarray(spacing, dtype=np.float64) ** 2
     with np.errstate(invalid="ignore", over="ignore"):
         v = np.rint(q)
-        margin = np.min(s2 * (1.0 - 2.0 * np.abs(q - v)), axis=1)  # NaN for a non-finite query
-        size = np.max(np.abs(q), axis=1)
+        margin = rows_min(s2 * (1.0 - 2.0 * np.abs(q - v)))  # NaN for a non-finite query
+        size = rows_max(np.abs(q))
         bound = (64.0 * d * _U64 * float(s2.max())) * (size + 64.0)
         # below 2**23 the voxels near v are exact in float32, as the trees store them
         rows = np.flatnonzero((margin > bound) & (size < 2.0 ** 23))
@@ -284,7 +286,7 @@ def _lattice_hits(q: np.ndarray, spacing: Sequence[float], keys: np.ndarray, ori
     """
     rows, v = _lattice_rows(q, spacing)
     local = v - origin
-    inside = np.flatnonzero(np.all((local >= 0) & (local < np.asarray(shape, dtype=np.int64)), axis=1))
+    inside = np.flatnonzero(in_box(local, 0, np.asarray(shape, dtype=np.int64)))
     if len(inside) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, q.shape[1]), np.int64)
     r = np.ravel_multi_index(tuple(local[inside].T), tuple(int(n) for n in shape))
@@ -417,7 +419,7 @@ def _error(pred: np.ndarray, match: np.ndarray, spacing) -> np.ndarray:
 
 
 def _inside(coords: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return np.all((coords >= lo) & (coords < hi), axis=1)
+    return in_box(coords, lo, hi)
 
 
 def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequence[float],
@@ -538,7 +540,7 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
         margin = radius_um / sp + 1.0
         src = [np.asarray(f[0], dtype=np.int64).reshape(-1, nd) for f in forward]
         pred = [np.asarray(f[1], dtype=np.float64).reshape(-1, nd) for f in forward]
-        near = [np.all((p >= lo - margin) & (p < hi + margin), axis=1) for p in pred]
+        near = [in_box(p, lo - margin, hi + margin) for p in pred]
         src = np.concatenate([s[m] for s, m in zip(src, near)])
         pred = np.concatenate([p[m] for p, m in zip(pred, near)])
         if len(src):

@@ -28,6 +28,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
+from ..blocks import in_box
 from ..dataset import InputError
 from ..flow.table import FlowTable
 from .object_vote_block import BlockVotes, apply_decision, decide, landed_votes, vote_table, voxel_majority
@@ -218,7 +219,7 @@ def _landed(identities: Any, rows: Any, shape_next: tuple[int, ...], spacing: An
     _, nn = cKDTree(rows[:, 1:1 + d] * s).query(pts * s, k=k)
     vec = np.median(rows[:, 1 + d:1 + 2 * d][np.asarray(nn).reshape(len(pts), k)], axis=1)
     end = np.rint(pts + vec).astype(np.int64)
-    ok = np.all((end >= 0) & (end < np.asarray(shape_next)), axis=1)
+    ok = in_box(end, 0, np.asarray(shape_next))
     ids = ident[tuple(pts[ok].T)].astype(np.int64)
     return np.ravel_multi_index(tuple(end[ok].T), tuple(shape_next)).astype(np.int64), ids
 

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..blocks import in_box
 from .nearest import nearest_index
 
 __all__ = ["BlockVotes", "Decision", "VoteTable", "apply_decision", "block_votes", "decide", "landed_votes",
@@ -144,7 +145,7 @@ def landed_votes(source: np.ndarray, offset: Sequence[int], rows: np.ndarray, ro
     end = np.rint(pos + rows[near, 1 + d:1 + 2 * d]).astype(np.int64)
     lo = np.array([c.start for c in core], dtype=np.int64)
     hi = np.array([c.stop for c in core], dtype=np.int64)
-    ok = np.all((end >= lo) & (end < hi), axis=1)
+    ok = in_box(end, lo, hi)
     if not ok.any():
         return none
     flat = np.ravel_multi_index(tuple((end[ok] - lo).T), tuple(hi - lo)).astype(np.int64)
