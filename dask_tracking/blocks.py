@@ -101,17 +101,17 @@ def in_box(coords: np.ndarray, lo: Any, hi: Any) -> np.ndarray:
 
 def rows_min(a: np.ndarray) -> np.ndarray:
     """``np.min(a, axis=1)`` of an (n, d) array, column by column (same values, NaN propagated)."""
-    a = np.asarray(a)
-    out = a[:, 0].copy()
-    for k in range(1, a.shape[1]):
-        np.minimum(out, a[:, k], out=out)
-    return out
+    return _fold_columns(a, np.minimum)
 
 
 def rows_max(a: np.ndarray) -> np.ndarray:
     """``np.max(a, axis=1)`` of an (n, d) array, column by column (same values, NaN propagated)."""
+    return _fold_columns(a, np.maximum)
+
+
+def _fold_columns(a: np.ndarray, op: np.ufunc) -> np.ndarray:
     a = np.asarray(a)
     out = a[:, 0].copy()
     for k in range(1, a.shape[1]):
-        np.maximum(out, a[:, k], out=out)
+        op(out, a[:, k], out=out)
     return out
