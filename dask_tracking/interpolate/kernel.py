@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import array_module, ball_counts, is_cupy, nearest_neighbour, to_host
+from ..blocks import rows_min
 from ..config import resolve_compat
 from ..dataset import InputError
 
@@ -222,9 +223,7 @@ def _nellie_weights(dist: np.ndarray, idx: np.ndarray, costs: np.ndarray, k: np.
         w = np.take(costs, idx[a:b, :kk])
         np.negative(w, out=w)
         w *= dw
-        m = w[:, 0].copy()  # the row minimum, a column at a time (exact in any order)
-        for j in range(1, kk):
-            np.minimum(m, w[:, j], out=m)
+        m = rows_min(w)  # the row minimum, a column at a time (exact in any order)
         m -= 1
         w -= m[:, None]
         w /= w.sum(axis=1)[:, None]

@@ -352,12 +352,12 @@ def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[flo
     m = len(queries)
     if len(points) == 0 or m == 0:
         return np.full(m, -1, dtype=np.int64), np.full(m, np.inf)
-    points = np.asarray(points)
+    points = np.asarray(points, dtype=np.int64)
     q = np.asarray(queries, dtype=np.float32).astype(np.float64).reshape(m, len(spacing))
     index = np.full(m, -1, dtype=np.int64)
     dist = np.full(m, np.inf)
     rest = np.ones(m, dtype=bool)
-    lookup = _raster_keys(np.asarray(points, dtype=np.int64))
+    lookup = _raster_keys(points)
     if lookup is not None:
         keys, order, origin, shape = lookup
         rows, pos, v = _lattice_hits(q, spacing, keys, origin, shape)
@@ -416,10 +416,6 @@ def _error(pred: np.ndarray, match: np.ndarray, spacing) -> np.ndarray:
     """Prediction error in um: float32 of ``||float32(pred - match) * spacing||``."""
     diff = (pred - match).astype(np.float32) * np.asarray(spacing, dtype=np.float64)
     return np.linalg.norm(diff, axis=1).astype(np.float32)
-
-
-def _inside(coords: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return in_box(coords, lo, hi)
 
 
 def forward_predictions(sources: np.ndarray, anchors_forward: Any, spacing: Sequence[float],
@@ -517,7 +513,7 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
     sp = np.asarray(spacing, dtype=np.float64)
     prev_points = np.asarray(prev_points, dtype=np.int64).reshape(-1, nd)
     targets = np.asarray(targets, dtype=np.int64).reshape(-1, nd)
-    core_targets = targets[_inside(targets, lo, hi)] if len(targets) else targets
+    core_targets = targets[in_box(targets, lo, hi)] if len(targets) else targets
     nellie = compat == "nellie"
     if nellie and (index_prev is None or index_next is None):
         raise ValueError("compat='nellie' needs the whole-frame indexes of both frames")
@@ -530,7 +526,7 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
         src = np.concatenate([np.asarray(f[0], dtype=np.int64).reshape(-1, nd) for f in forward])
         match = np.concatenate([np.asarray(f[2], dtype=np.int64).reshape(-1, nd) for f in forward])
         err = np.concatenate([np.asarray(f[3], dtype=np.float64).reshape(-1) for f in forward])
-        keep = (err < radius_um) & _inside(match, lo, hi)
+        keep = (err < radius_um) & in_box(match, lo, hi)
         src, match, err = src[keep], match[keep], err[keep]
         if len(src):
             shape_hint = np.maximum(src.max(axis=0) + 1, 1)
@@ -549,7 +545,7 @@ def block_candidates(forward: Sequence[tuple[np.ndarray, np.ndarray]], prev_poin
             src, pred = src[order], pred[order]
             match = _nearest_match(pred, index_next if nellie else None, targets, spacing)
             err = _error(pred, match, spacing)
-            keep = (err < radius_um) & _inside(match, lo, hi)
+            keep = (err < radius_um) & in_box(match, lo, hi)
             parts.append((src[keep], match[keep], err[keep]))
 
     # backward: core targets -> predicted origins -> nearest voxel of t

@@ -196,7 +196,7 @@ def merge_object_votes(pieces: Sequence[ObjectVotes], new_id_base: int) -> tuple
 
 
 def fill_at_voxels(voted: np.ndarray, labels_next: np.ndarray,
-               mapping: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+                   mapping: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Give the labelled voxels left at 0 by the vote their object's identity, (m,) int32.
 
     ``voted`` and ``labels_next`` are aligned (m,) arrays at a block's labelled voxels.
