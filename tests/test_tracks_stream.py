@@ -140,6 +140,33 @@ def test_no_task_returns_more_than_a_chunk(yeast, flow, tmp_path):
     assert 0 < cb.largest <= max(total // 20, block), (cb.largest, total)
 
 
+class _MasksAlive(Callback):
+    """The largest number of frame masks held by the scheduler at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.most = 0
+        self.built = 0
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        from dask_tracking.tracks.frame_mask import FrameMask
+
+        self.built += isinstance(result, FrameMask)
+        self.most = max(self.most, sum(isinstance(v, FrameMask) for v in list(state["cache"].values())))
+
+
+@pytest.mark.parametrize("compat", [None, "nellie"])
+def test_frame_masks_are_built_one_step_ahead(yeast, flow, tmp_path, compat):
+    """The walk holds about two frames' label bits whatever the number of frames it walks."""
+    ds = yeast.rechunk((17, 96, 140))
+    with _MasksAlive() as cb:
+        dt.write_label_tracks(ds, flow, tmp_path / "out.zarr", start_frame=0, skip_coords=4, chunk_size=900,
+                              compat=compat, scheduler="threads", num_workers=2)
+    # frames 1..29 walked into, each mask built once (compat: and the start frame's, for its start rows)
+    assert cb.built == 29 + (compat == "nellie")
+    assert 1 <= cb.most <= 3, cb.most
+
+
 def test_errors_before_work(yeast, flow, tmp_path):
     with pytest.raises(InputError, match="store must be a path to a zarr store"):
         dt.write_label_tracks(yeast, flow, None)

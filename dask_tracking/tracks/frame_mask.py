@@ -4,6 +4,11 @@ A frame's mask is built from one small task per spatial block (``labels > 0`` pa
 bits, 1/32 of an int32 block) and gathered into a :class:`FrameMask`, 1/32 of the
 frame's int32 size (7.3 MB for 17 x 1536 x 2232). The tasks that write track rows
 look their points up in it without ever holding a label block.
+
+A stored label chunk is read inside the task that packs it (:mod:`dask_tracking.reads`),
+and a ``gate`` (any Delayed) makes those tasks wait for it: the walk gates frame t+1's
+mask on every piece's step into frame t, so the masks are built one step ahead of their
+use and about two are alive at a time, not one per frame of the walk.
 """
 
 from __future__ import annotations
@@ -11,10 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import numpy as np
+from dask._task_spec import Task, TaskRef
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from ..backend import to_host
+from ..reads import ChunkReads, resolve
 
 __all__ = ["FrameMask", "frame_mask_lazy"]
 
@@ -73,8 +82,9 @@ class FrameMask:
         return out
 
 
-def _block_bits(block: Any) -> np.ndarray:
-    return np.packbits(np.asarray(to_host(block)).ravel() > 0)
+def _block_bits(chunk: Any, frame: int, _gate: Any = None) -> np.ndarray:
+    """Packed bits of ``labels > 0`` of frame ``frame`` of one stored chunk (T, ...)."""
+    return np.packbits(np.asarray(to_host(resolve(chunk)[frame])).ravel() > 0)
 
 
 def _gather(bounds: tuple[np.ndarray, ...], *packed: np.ndarray) -> FrameMask:
@@ -83,13 +93,38 @@ def _gather(bounds: tuple[np.ndarray, ...], *packed: np.ndarray) -> FrameMask:
     return FrameMask(bounds, np.concatenate(packed) if packed else np.zeros(0, np.uint8), offsets)
 
 
-def frame_mask_lazy(labels: Any, t: int) -> Any:
+def frame_mask_lazy(labels: Any, t: int, gate: Any = None) -> Any:
     """A Delayed :class:`FrameMask` of ``labels[t]`` (a dask array (T, ...) of integer ids).
 
-    One task per spatial block of the frame packs its mask; a last task gathers the bits.
+    One task per spatial block of the frame reads its chunk and packs its mask; a last
+    task gathers the bits.
+
+    Parameters
+    ----------
+    labels : dask.array.Array
+        (T, ...) integer label ids, any chunking.
+    t : int
+        The frame.
+    gate : Delayed, optional
+        The block tasks wait for it (its value is not used); no stored chunk is read
+        before it is done.
     """
-    frame = labels[int(t)]
-    bounds = tuple(np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in frame.chunks)
-    blocks = frame.to_delayed(optimize_graph=False).ravel()   # raster block order, one graph (fast to build)
-    packed = [dask.delayed(_block_bits, pure=True)(b) for b in blocks]
-    return dask.delayed(_gather, pure=True)(bounds, *packed)
+    t = int(t)
+    tb = np.concatenate([[0], np.cumsum(labels.chunks[0])]).astype(np.int64)
+    tc = int(np.searchsorted(tb, t, side="right") - 1)
+    spatial = labels.chunks[1:]
+    bounds = tuple(np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in spatial)
+    reads = ChunkReads(labels)
+    gate_ref = TaskRef(gate.key) if gate is not None else None
+    tok = tokenize(labels.name, t, gate.key if gate is not None else None)
+    bits_n, mask_n = f"frame-mask-bits-{tok}", f"frame-mask-{tok}"
+    dsk: dict = {}
+    refs = []
+    for i, idx in enumerate(np.ndindex(*(len(c) for c in spatial))):   # raster block order
+        key = (bits_n, i)
+        dsk[key] = Task(key, _block_bits, reads.node((labels.name, tc) + tuple(idx)), t - int(tb[tc]), gate_ref)
+        refs.append(TaskRef(key))
+    dsk[mask_n] = Task(mask_n, _gather, bounds, *refs)
+    deps = [labels] if gate is None else [labels, gate]
+    graph = HighLevelGraph.from_collections(mask_n, dsk, dependencies=deps)
+    return Delayed(mask_n, graph)

@@ -126,11 +126,12 @@ compat, labels, fallback_radius_um, keep_outside
 
     masks: dict[int, Any] = {}
 
-    def mask(t: int) -> Any:
+    def mask(t: int, gate: Any = None) -> Any:
+        """Frame t's mask; the first request's ``gate`` (a Delayed) orders its reads."""
         if not 0 <= t < plan.lab.shape[0]:   # a step past the last frame: no row is inside
             return None
         if t not in masks:
-            masks[t] = frame_mask_lazy(plan.lab, t)
+            masks[t] = frame_mask_lazy(plan.lab, t, gate)
         return masks[t]
 
     # each chunk's seeds enter the graph once (the walk's pieces and the chunk task refer to it)
@@ -201,6 +202,10 @@ def _walk_writing(plan: Any, seed_chunks: list[Any], frames: list[int], anchors:
     for s, t in enumerate(frames):
         nxt = t + 1 if params.forward else t - 1
         first = mask(frames[0]) if (params.compat == "nellie" and s == 0) else None
+        # the mask of the frame this step moves into waits for every piece's previous step: the
+        # pieces advance together and about two masks are alive, not one per frame walked
+        gate = dask.delayed(_after, pure=True)(*state) if s else None
+        ahead = mask(nxt, gate)
         glob = None
         stats = [None] * len(state)
         if params.compat == "nellie":   # per-step global stats shared by every piece (Q-A / Q-B)
@@ -213,11 +218,16 @@ def _walk_writing(plan: Any, seed_chunks: list[Any], frames: list[int], anchors:
             # every Delayed is a top-level argument: dask.delayed re-optimises the whole graph of
             # a Delayed nested in a container, which made building this graph quadratic in the steps
             r = dask.delayed(_step_and_write, pure=False)(
-                p, anchors[t], params, glob, off, emit_start, st, mask(nxt), first, prep,
+                p, anchors[t], params, glob, off, emit_start, st, ahead, first, prep,
                 (path, f"{parts}/{key}", off + plan.min_track_num, nxt, frames[0], d, filtered))
             new_state.append(dask.delayed(_split, pure=True)(r, 0))
             yield c, key, dask.delayed(_split, pure=True)(r, 1)
         state = new_state
+
+
+def _after(*_done: Any) -> None:
+    """A token: done when all its arguments are."""
+    return None
 
 
 def _rows(a: np.ndarray, start: int, stop: int) -> np.ndarray:
