@@ -26,7 +26,10 @@ __all__ = ["log10f", "log10", "power"]
 def _log10f():
     name = ctypes.util.find_library("m") or "libm.so.6"
     try:
-        fn = ctypes.CDLL(name).log10f
+        # PyDLL keeps the GIL during the call: a CDLL function releases and takes it back on
+        # every call, and with one call per distinct voxel value, threads that share the GIL
+        # queue behind each other
+        fn = ctypes.PyDLL(name).log10f
     except (OSError, AttributeError):  # pragma: no cover - no C math library
         return None
     fn.restype = ctypes.c_float
