@@ -86,3 +86,28 @@ def test_labels_at_sub_grid_and_non_grid_fallback():
     assert np.array_equal(got, _brute(pts, [odd], [np.arange(1, 73)]))
     assert np.array_equal(labels_at(pts[:0], pieces, values), np.zeros(0, np.int64))
     assert np.array_equal(labels_at(pts, [], []), np.zeros(len(pts), np.int64))
+
+
+@pytest.mark.parametrize("n, high", [(0, 5), (1, 3), (2000, 6), (50_000, 40_000), (500, 2 ** 31),
+                                     (300, 2 ** 40)])
+def test_unique_pairs_equals_numpy_unique_of_rows(n, high):
+    """The object vote's (object, label) pairs: numpy's row-wise unique, through int64 keys
+    (and numpy's own row unique where a key would overflow)."""
+    from dask_tracking.reassign.vote import unique_pairs
+
+    rng = np.random.default_rng(n + high % 97)
+    a = rng.integers(0, high, n)
+    b = rng.integers(0, high, n)
+    if n > 10:
+        b[::3] = 0
+        a[1::4] = a[0]
+    up, inv, cnt = unique_pairs(a, b)
+    assert up.dtype == inv.dtype == cnt.dtype == np.int64
+    if n == 0:
+        assert up.shape == (0, 2) and len(inv) == len(cnt) == 0
+        return
+    want, winv, wcnt = np.unique(np.stack([a, b], 1), axis=0, return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(up, want)
+    np.testing.assert_array_equal(inv, winv.reshape(-1))
+    np.testing.assert_array_equal(cnt, wcnt)
+    np.testing.assert_array_equal(up[inv], np.stack([a, b], 1))

@@ -369,12 +369,18 @@ def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[flo
         return index, dist
     if tree is None:
         tree = cKDTree(scaled(points, spacing))
+    sq = scaled(q[rest], spacing)
+    # the two nearest first: a query whose second is farther has no tie; only the others
+    # (rare: equidistant voxels) need all 2**d voxels that can be equally near
+    dk, ik = tree.query(sq, k=[1, 2]) if len(points) > 1 else tree.query(sq, k=[1])
+    index[rest] = ik[:, 0]
+    dist[rest] = dk[:, 0]
     k = min(2 ** points.shape[1], len(points))
-    dk, ik = tree.query(scaled(q[rest], spacing), k=list(range(1, k + 1)))
-    best = dk[:, :1]
-    ik = np.where(dk == best, ik, np.iinfo(np.int64).max)
-    index[rest] = ik.min(axis=1)
-    dist[rest] = best[:, 0]
+    tied = np.flatnonzero(dk[:, -1] == dk[:, 0]) if k > 1 else np.zeros(0, np.int64)
+    if len(tied):
+        dk, ik = tree.query(sq[tied], k=list(range(1, k + 1)))
+        ik = np.where(dk == dk[:, :1], ik, np.iinfo(np.int64).max)
+        index[rest[tied]] = ik.min(axis=1)
     return index, dist
 
 
