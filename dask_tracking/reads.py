@@ -24,7 +24,7 @@ import numpy as np
 from dask.base import tokenize
 from dask._task_spec import DataNode, GraphNode, List, Task, TaskRef
 
-__all__ = ["ChunkReads", "ChunkRead", "resolve"]
+__all__ = ["ChunkReads", "ChunkRead", "after", "resolve"]
 
 
 class ChunkRead:
@@ -41,6 +41,11 @@ class ChunkRead:
 
 def _deferred(func, *args, **kwargs) -> ChunkRead:
     return ChunkRead(func, args, kwargs)
+
+
+def after(*_done: Any) -> None:
+    """A token task: done when all its arguments are (orders reads, holds nothing)."""
+    return None
 
 
 def resolve(chunk: Any) -> Any:

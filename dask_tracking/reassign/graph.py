@@ -43,7 +43,7 @@ from dask._task_spec import Task, TaskRef
 
 from ..backend import to_host
 from ..blocks import iter_blocks
-from ..reads import ChunkReads, resolve
+from ..reads import ChunkReads, after, resolve
 from .block_voxels import BlockVoxels, block_voxels, labels_at, region_voxels
 from .candidates import Candidates, block_candidates, forward_predictions, frame_index_from_keys
 from .halo import candidate_halo, max_displacement
@@ -183,11 +183,6 @@ def _dense_task(values: np.ndarray, vox: BlockVoxels, stop=False) -> np.ndarray:
 
 def _zeros_task(shape) -> np.ndarray:
     return np.zeros(tuple(shape), dtype=np.int32)
-
-
-def _gate_task(*_: Any) -> None:
-    """Done token of one frame of the label chain (bounds how far candidates run ahead)."""
-    return None
 
 
 def _vote_task(cands, carries, src_pieces, vox_next: BlockVoxels, kind: str) -> np.ndarray:
@@ -454,6 +449,6 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     # gates: the candidates (and forward predictions, frame indexes) of pair t wait until
     # frame t-1 is reassigned, so at most about two pairs of them are alive at once
     for t in range(t0 + 2, T - 1):
-        dsk[gate_key(t)] = (_gate_task, [carry_key(kind, t - 1, b.index) for kind in ("obj", "br")
-                                         for b in blocks])
+        dsk[gate_key(t)] = (after, [carry_key(kind, t - 1, b.index) for kind in ("obj", "br")
+                                    for b in blocks])
     return BuiltGraph(dsk, finals["obj"], finals["br"], matches_keys, stop_keys)

@@ -31,6 +31,7 @@ import numpy as np
 from ..config import resolve_compat
 from ..dataset import InputError, TrackingDataset
 from ..io.output import jsonable
+from ..reads import after
 from .frame_mask import FrameMask, frame_mask_lazy
 from .label import default_rows, track_plan
 from .walk import Emission, WalkParams, _advance, _listed, _piece_bounds, _reduce, _split, _stats
@@ -204,7 +205,7 @@ def _walk_writing(plan: Any, seed_chunks: list[Any], frames: list[int], anchors:
         first = mask(frames[0]) if (params.compat == "nellie" and s == 0) else None
         # the mask of the frame this step moves into waits for every piece's previous step: the
         # pieces advance together and about two masks are alive, not one per frame walked
-        gate = dask.delayed(_after, pure=True)(*state) if s else None
+        gate = dask.delayed(after, pure=True)(*state) if s else None
         ahead = mask(nxt, gate)
         glob = None
         stats = [None] * len(state)
@@ -223,11 +224,6 @@ def _walk_writing(plan: Any, seed_chunks: list[Any], frames: list[int], anchors:
             new_state.append(dask.delayed(_split, pure=True)(r, 0))
             yield c, key, dask.delayed(_split, pure=True)(r, 1)
         state = new_state
-
-
-def _after(*_done: Any) -> None:
-    """A token: done when all its arguments are."""
-    return None
 
 
 def _rows(a: np.ndarray, start: int, stop: int) -> np.ndarray:
