@@ -4,6 +4,11 @@
 fast rewrite (masks over padded (n, K) slots, two argsorts for the canonical
 order, per-slot loops over all K columns). Every comparison is bit for bit:
 same NaN positions and the same 64 bits everywhere else (zero signs included).
+
+In the default mode the reference sums each point over its own neighbours only (the old
+kernel added anchor 0 times a zero weight for every padding slot of a point with fewer
+neighbours than the block's largest count, which could flip the sign of a zero or spread
+a NaN cost of anchor 0, depending on the other points of the block).
 """
 
 from __future__ import annotations
@@ -52,22 +57,26 @@ def _ref_fixed_weights(dist, cost, valid):
         dw = np.where(has_exact[:, None], exact * 1.0, np.where(valid, 1 / dist, 0.0))
     dw = np.where(valid, dw, 0.0)
     w = np.maximum(-cost, 0.0) * dw
-    s = _ref_sequential_sum(w)
+    s = _ref_sequential_sum(w, valid)
     no_cost = s == 0
     if no_cost.any():
         w[no_cost] = dw[no_cost]
-        s[no_cost] = _ref_sequential_sum(dw[no_cost])
+        s[no_cost] = _ref_sequential_sum(dw[no_cost], valid[no_cost])
     return w / s[:, None]
 
 
-def _ref_sequential_sum(w):
+def _ref_sequential_sum(w, valid=None):
+    """Row sums left to right; with ``valid``, over each row's own slots only (default mode)."""
     acc = w[:, 0].copy()
     for j in range(1, w.shape[1]):
-        acc += w[:, j]
+        if valid is None:
+            acc += w[:, j]
+        else:
+            acc[valid[:, j]] += w[valid[:, j], j]
     return acc
 
 
-def _ref_weighted_vectors(w, idx, vectors):
+def _ref_weighted_vectors(w, idx, vectors, valid=None):
     wt = np.ascontiguousarray(w.T)
     it = np.ascontiguousarray(idx.T)
     acc = vectors[it[0]]
@@ -76,7 +85,10 @@ def _ref_weighted_vectors(w, idx, vectors):
     for j in range(1, w.shape[1]):
         np.take(vectors, it[j], axis=0, out=term)
         term *= wt[j][:, None]
-        acc += term
+        if valid is None:
+            acc += term
+        else:
+            acc[valid[:, j]] += term[valid[:, j]]
     return acc
 
 
@@ -111,7 +123,7 @@ def _ref_fixed_block(tree, a, q, kr, radius_um):
     dist, idx = np.take_along_axis(dist, o, 1), np.take_along_axis(idx, o, 1)
     idx = np.where(valid, idx, 0)
     w = _ref_fixed_weights(dist, a.costs[idx], valid)
-    return _ref_weighted_vectors(w, idx, a.vectors)
+    return _ref_weighted_vectors(w, idx, a.vectors, valid)
 
 
 def _reference(a, coords, spacing, radius_um, compat=None, n_good=None, k_max=None, offset=0,
@@ -288,3 +300,29 @@ def test_desc_prefix_counts_rows_above_each_slot():
     k = np.array([5, 5, 3, 2, 2, 1])
     np.testing.assert_array_equal(kernel._desc_prefix(k, 5), [6, 5, 3, 2, 2])
     assert [g for g in kernel._count_groups(k)] == [(0, 2, 5), (2, 3, 3), (3, 5, 2), (5, 6, 1)]
+
+
+def test_bounded_search_counts_like_the_ball_query():
+    """The default mode's one bounded k-nearest search: each point once, its count equal to the
+    ball query's (anchors exactly at the radius included), neighbours a sorted prefix."""
+    rng = np.random.default_rng(7)
+    sp = np.array([0.5, 0.3, 0.3])
+    a = _grid_anchors(rng, 3000, 10, dup=0.4)  # dense: many points ask again past FIRST_K
+    q = rng.integers(0, 10, size=(2500, 3)).astype(np.float64)  # integer: anchors at exactly r
+    r = 1.0  # 2 z-steps of 0.5 um: d2 == r**2 exactly for many pairs
+    tree = a.tree(sp)
+    want = tree.query_ball_point(q * sp, r, return_length=True)
+    assert want.max() > 2 * kernel.FIRST_K  # asked at least three times
+    seen = np.zeros(len(q), dtype=np.int64)
+    got = np.zeros(len(q), dtype=np.int64)
+    for rows, dist, idx, k in kernel._within_radius(tree, q * sp, r):
+        seen[rows] += 1
+        got[rows] = k
+        assert np.all(dist[:, 1:] >= dist[:, :-1])
+        slots = np.arange(dist.shape[1])[None, :]
+        assert np.all(dist[slots < k[:, None]] <= r * (1 + 1e-12))
+        assert np.all(dist[slots >= k[:, None]] > r * (1 - 1e-12))
+    np.testing.assert_array_equal(seen, 1)
+    np.testing.assert_array_equal(got, want)
+    c = (q[:, None, :] - a.points[None]) * sp
+    assert np.any(np.isclose((c ** 2).sum(-1), r * r, rtol=0, atol=1e-15))  # exact-radius pairs exist

@@ -25,7 +25,10 @@ Two modes:
     ``n_good`` and ``k_max`` (and the block's ``offset`` in the batch) so a
     chunk of the batch gives exactly the rows of the whole batch.
 
-The neighbour search uses SciPy's ``cKDTree`` on the host. With CuPy query points the
+The neighbour search uses SciPy's ``cKDTree`` on the host. In the default mode one
+k-nearest search bounded by the radius gives each point's neighbours and their count
+(the anchors with a squared distance ``<= r**2``, as the GPU kernels count them); compat
+mode runs Nellie's ball query and then its unbounded ``k = K`` query. With CuPy query points the
 default mode searches on the GPU (:func:`dask_tracking.backend.nearest_neighbour`,
 chunked brute force: same neighbour sets and distances, so the same result) and
 compat mode moves the points to the host (cKDTree's tie order is part of Nellie's
@@ -232,12 +235,13 @@ def _nellie_weights(dist: np.ndarray, idx: np.ndarray, costs: np.ndarray, k: np.
 
 
 def _fixed_weights(dist: np.ndarray, idx: np.ndarray, costs: np.ndarray, k: np.ndarray,
-                   nj: np.ndarray):
+                   nj: np.ndarray) -> np.ndarray:
     """Default weights (B17 fixed) on (n, K) arrays (rows sorted by ``k`` descending).
 
-    Returns ``(w, s, no_cost)``: weights (rows sum to 1 over their first ``k_i``
-    slots; later slots hold garbage), the row sums they were divided by, and the
-    rows that fell back to pure inverse distance.
+    Returns the weights: over its first ``k_i`` slots each row sums to 1 (added left to
+    right); later slots hold garbage. A row whose cost weights all vanish falls back to
+    pure inverse distance. Only a row's own slots enter its sums, so a point's weights
+    never depend on the other points of the block.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         dw = np.divide(1.0, dist)
@@ -249,17 +253,12 @@ def _fixed_weights(dist: np.ndarray, idx: np.ndarray, costs: np.ndarray, k: np.n
     np.maximum(w, 0.0, out=w)
     w *= dw
     s = _sequential_sum(w, nj)
-    p = nj[-1]
-    if p < len(s):
-        # rows with k_i < K were summed over K slots, the padding ones
-        # max(-cost[0], 0) * 0 (a zero, or NaN): adding it once has the same effect
-        s[p:] += np.maximum(-costs[0], 0.0) * 0.0
     no_cost = s == 0
     if no_cost.any():
         w[no_cost] = dw[no_cost]
         s[no_cost] = _sequential_sum(dw[no_cost], _desc_prefix(k[no_cost], dw.shape[1]))
     w /= s[:, None]
-    return w, s, no_cost
+    return w
 
 
 def _sequential_sum(w: np.ndarray, nj: np.ndarray) -> np.ndarray:
@@ -356,6 +355,16 @@ def interpolate_points(
     good = ~np.isnan(q[:, 0])
     k = np.zeros(N, dtype=np.int64)
     gpu = _GpuSearch(anchors.points * s, coords) if (mode != "nellie" and is_cupy(coords)) else None
+    if mode != "nellie" and gpu is None and counts is None:
+        # one bounded k-nearest search gives both the neighbours and their count
+        for rows in _row_blocks(np.flatnonzero(good), FIRST_K):
+            for sub, dist, idx, kr in _within_radius(tree, q[rows], float(radius_um)):
+                o = np.argsort(-kr, kind="stable")
+                o = o[kr[o] > 0]
+                if len(o):
+                    K = int(kr[o[0]])
+                    out[rows[sub[o]]] = _fixed_vectors(anchors, dist[o, :K], idx[o, :K], kr[o])
+        return _like(out, coords)
     if counts is not None:
         k[good] = np.asarray(counts, dtype=np.int64).reshape(N)[good]
     elif good.any():
@@ -422,20 +431,63 @@ def _fixed_block(tree, anchors: Anchors, q: np.ndarray, kr: np.ndarray, radius_u
     dist, idx = tree.query(q, k=K, p=2, distance_upper_bound=radius_um * (1 + 1e-9) + 1e-12)
     dist = np.asarray(dist, dtype=np.float64).reshape(n, K)
     idx = np.asarray(idx, dtype=np.int64).reshape(n, K)
+    return _fixed_vectors(anchors, dist, idx, kr)
+
+
+#: Neighbours asked for first by the default mode's bounded search (rows with more ask again).
+FIRST_K = 16
+
+
+def _within_radius(tree, q: np.ndarray, radius_um: float):
+    """The anchors within ``radius_um`` of each point, from bounded k-nearest searches.
+
+    Yields ``(rows, dist, idx, k)`` for subsets ``rows`` of the points: ``dist``, ``idx``
+    (len(rows), k_ask) in cKDTree's order (ascending squared distance; missing slots
+    ``inf`` and ``len(anchors)``) and ``k`` the number of anchors with squared distance
+    ``<= radius_um**2`` (float64, summed axis by axis as cKDTree and the GPU kernels
+    compute it), always a prefix of the row. Every point is in exactly one subset: points
+    whose ``FIRST_K`` nearest are all within the radius are asked again with twice the
+    ``k``. Ties at the radius are decided on the squared distance, so the count is exact
+    without a ball query.
+    """
+    n_anchors = tree.n
+    bound = radius_um * (1 + 1e-9) + 1e-12
+    r2 = radius_um * radius_um
+    lo, hi = radius_um * (1 - 1e-9), radius_um * (1 + 1e-9)  # sqrt's rounding is far inside these
+    rows = np.arange(len(q))
+    k = min(FIRST_K, n_anchors)
+    while len(rows):
+        qr = q[rows]
+        dist, idx = tree.query(qr, k=k, p=2, distance_upper_bound=bound)
+        dist = np.asarray(dist, dtype=np.float64).reshape(len(rows), k)
+        idx = np.asarray(idx, dtype=np.int64).reshape(len(rows), k)
+        within = dist <= lo
+        edge = np.nonzero((dist > lo) & (dist <= hi))
+        if len(edge[0]):  # decide on cKDTree's squared distance (sqrt may round across r)
+            c = qr[edge[0]] - tree.data[idx[edge]]
+            d2 = c[:, 0] * c[:, 0]
+            for a in range(1, c.shape[1]):
+                d2 = d2 + c[:, a] * c[:, a]
+            within[edge] = d2 <= r2
+        kr = within.sum(axis=1)
+        again = kr == k if k < n_anchors else np.zeros(len(rows), dtype=bool)
+        done = ~again
+        yield rows[done], dist[done], idx[done], kr[done]
+        rows = rows[again]
+        k = min(2 * k, n_anchors)
+
+
+def _fixed_vectors(anchors: Anchors, dist: np.ndarray, idx: np.ndarray, kr: np.ndarray) -> np.ndarray:
+    """Default-mode vectors from each point's neighbours within the radius, (n, d).
+
+    ``dist``, ``idx`` : (n, K) k-nearest arrays whose first ``kr[i]`` slots are the
+    anchors within the radius, rows sorted by ``kr`` descending (``K = kr[0]``).
+    """
+    n, K = dist.shape
     nj = _desc_prefix(kr, K)
     dist, idx = _canonical_order(dist, idx, kr, nj, len(anchors))
-    w, s, no_cost = _fixed_weights(dist, idx, anchors.costs, kr, nj)
-    acc = _weighted_vectors(np.ascontiguousarray(w.T), np.ascontiguousarray(idx.T), anchors.vectors, nj)
-    p = nj[-1]
-    if p < n:
-        # rows with k_i < K (the block's largest) were summed over K slots, the
-        # padding ones with weight max(-cost[0], 0) * 0 / s (0 / s without cost) on
-        # anchor 0: add that term once (same zero signs / NaN as K - k_i times)
-        wp = np.maximum(-anchors.costs[0], 0.0) * 0.0
-        wp = np.where(no_cost[p:], 0.0, wp) / s[p:]
-        with np.errstate(invalid="ignore"):
-            acc[p:] += anchors.vectors[0] * wp[:, None]
-    return acc
+    w = _fixed_weights(dist, idx, anchors.costs, kr, nj)
+    return _weighted_vectors(np.ascontiguousarray(w.T), np.ascontiguousarray(idx.T), anchors.vectors, nj)
 
 
 def _canonical_order(dist: np.ndarray, idx: np.ndarray, k: np.ndarray, nj: np.ndarray,

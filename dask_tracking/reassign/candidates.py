@@ -368,7 +368,9 @@ def nearest_voxel(points: np.ndarray, queries: np.ndarray, spacing: Sequence[flo
     if len(rest) == 0:
         return index, dist
     if tree is None:
-        tree = cKDTree(scaled(points, spacing))
+        # the answer does not depend on the tree's shape (ties are settled by index below):
+        # the unbalanced, uncompacted build is about twice as fast
+        tree = cKDTree(scaled(points, spacing), balanced_tree=False, compact_nodes=False)
     sq = scaled(q[rest], spacing)
     # the two nearest first: a query whose second is farther has no tie; only the others
     # (rare: equidistant voxels) need all 2**d voxels that can be equally near
