@@ -326,3 +326,19 @@ def test_bounded_search_counts_like_the_ball_query():
     np.testing.assert_array_equal(got, want)
     c = (q[:, None, :] - a.points[None]) * sp
     assert np.any(np.isclose((c ** 2).sum(-1), r * r, rtol=0, atol=1e-15))  # exact-radius pairs exist
+
+
+def test_bounded_search_holds_at_most_max_slots(monkeypatch):
+    """Points asked again with a larger k come in pieces of at most MAX_SLOTS slots, and the
+    vectors do not depend on the pieces."""
+    rng = np.random.default_rng(8)
+    sp = np.array([0.5, 0.3, 0.3])
+    a = _grid_anchors(rng, 3000, 10, dup=0.4)
+    q = rng.integers(0, 10, size=(600, 3)).astype(np.float64)
+    want = interpolate_points(a, q, sp, 1.0)
+    monkeypatch.setattr(kernel, "MAX_SLOTS", 997)
+    sizes = []
+    for rows, dist, idx, k in kernel._within_radius(a.tree(sp), q * sp, 1.0):
+        sizes.append(dist.size)
+    assert max(sizes) <= 997 and len(sizes) > 3 * (600 * 16 // 997)
+    _assert_same_bits(interpolate_points(a, q, sp, 1.0), want)

@@ -447,33 +447,38 @@ def _within_radius(tree, q: np.ndarray, radius_um: float):
     ``<= radius_um**2`` (float64, summed axis by axis as cKDTree and the GPU kernels
     compute it), always a prefix of the row. Every point is in exactly one subset: points
     whose ``FIRST_K`` nearest are all within the radius are asked again with twice the
-    ``k``. Ties at the radius are decided on the squared distance, so the count is exact
-    without a ball query.
+    ``k`` (and so on). Ties at the radius are decided on the squared distance, so the count
+    is exact without a ball query. At most :data:`MAX_SLOTS` neighbour slots are held at once.
     """
     n_anchors = tree.n
     bound = radius_um * (1 + 1e-9) + 1e-12
     r2 = radius_um * radius_um
     lo, hi = radius_um * (1 - 1e-9), radius_um * (1 + 1e-9)  # sqrt's rounding is far inside these
-    rows = np.arange(len(q))
+    todo = np.arange(len(q))
     k = min(FIRST_K, n_anchors)
-    while len(rows):
-        qr = q[rows]
-        dist, idx = tree.query(qr, k=k, p=2, distance_upper_bound=bound)
-        dist = np.asarray(dist, dtype=np.float64).reshape(len(rows), k)
-        idx = np.asarray(idx, dtype=np.int64).reshape(len(rows), k)
-        within = dist <= lo
-        edge = np.nonzero((dist > lo) & (dist <= hi))
-        if len(edge[0]):  # decide on cKDTree's squared distance (sqrt may round across r)
-            c = qr[edge[0]] - tree.data[idx[edge]]
-            d2 = c[:, 0] * c[:, 0]
-            for a in range(1, c.shape[1]):
-                d2 = d2 + c[:, a] * c[:, a]
-            within[edge] = d2 <= r2
-        kr = within.sum(axis=1)
-        again = kr == k if k < n_anchors else np.zeros(len(rows), dtype=bool)
-        done = ~again
-        yield rows[done], dist[done], idx[done], kr[done]
-        rows = rows[again]
+    while len(todo):
+        again = []
+        step = max(1, MAX_SLOTS // k)  # at most MAX_SLOTS neighbour slots at a time
+        for i in range(0, len(todo), step):
+            rows = todo[i:i + step]
+            qr = q[rows]
+            dist, idx = tree.query(qr, k=k, p=2, distance_upper_bound=bound)
+            dist = np.asarray(dist, dtype=np.float64).reshape(len(rows), k)
+            idx = np.asarray(idx, dtype=np.int64).reshape(len(rows), k)
+            within = dist <= lo
+            edge = np.nonzero((dist > lo) & (dist <= hi))
+            if len(edge[0]):  # decide on cKDTree's squared distance (sqrt may round across r)
+                c = qr[edge[0]] - tree.data[idx[edge]]
+                d2 = c[:, 0] * c[:, 0]
+                for a in range(1, c.shape[1]):
+                    d2 = d2 + c[:, a] * c[:, a]
+                within[edge] = d2 <= r2
+            kr = within.sum(axis=1)
+            full = kr == k if k < n_anchors else np.zeros(len(rows), dtype=bool)
+            done = ~full
+            yield rows[done], dist[done], idx[done], kr[done]
+            again.append(rows[full])
+        todo = np.concatenate(again)
         k = min(2 * k, n_anchors)
 
 
