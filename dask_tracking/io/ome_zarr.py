@@ -23,6 +23,7 @@ import dask.array as da
 import numpy as np
 
 from ..dataset import VOLUMES, InputError, Scale, TrackingDataset
+from .chunk_files import from_zarr
 
 __all__ = ["is_ome_zarr_collection", "read_ome_zarr", "write_ome_zarr", "NGFF_VERSION"]
 
@@ -99,7 +100,7 @@ def _read_image(group: Any, name: str, where: str) -> tuple[da.Array, str, dict]
     axes = [a if isinstance(a, dict) else {"name": a} for a in axes]
     names = [str(a["name"]).lower() for a in axes]
     path0 = ms["datasets"][0]["path"]
-    arr = da.from_zarr(group[path0])
+    arr = from_zarr(group[path0])
     if arr.ndim != len(names):
         raise InputError(f"{where}: level {path0!r} has {arr.ndim} dimensions but axes {names}")
     scale = dict(zip(names, _scale_of(ms, axes, where)))

@@ -8,6 +8,7 @@ from typing import Any
 import dask.array as da
 
 from ..dataset import VOLUMES, InputError, Scale, TrackingDataset
+from .chunk_files import from_zarr
 
 __all__ = ["is_tracking_zarr", "read_tracking_zarr", "write_tracking_zarr"]
 
@@ -34,7 +35,7 @@ def read_tracking_zarr(path: str | Path, scale: Any = None, group: Any = None) -
         )
     attrs = dict(g.attrs)
     axes = attrs.get("axes")
-    arrays = {n: da.from_zarr(g[n]) for n in VOLUMES}
+    arrays = {n: from_zarr(g[n]) for n in VOLUMES}
     if axes is None:
         nd = arrays["labels"].ndim
         axes = "TZYX" if nd == 4 else "TYX"
