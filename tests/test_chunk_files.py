@@ -8,7 +8,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from numcodecs import Blosc as BloscV2, Delta, Zstd as ZstdV2
+from numcodecs import BZ2, Blosc as BloscV2, Delta, GZip as GZipV2, Zlib, Zstd as ZstdV2
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
 
 import dask_tracking as dt
@@ -66,7 +66,7 @@ def test_missing_chunk_is_the_fill_value(tmp_path):
 
 
 @pytest.mark.parametrize("sep", [".", "/"])
-@pytest.mark.parametrize("compressor", [ZstdV2(), BloscV2(), None])
+@pytest.mark.parametrize("compressor", [ZstdV2(), BloscV2(), GZipV2(), Zlib(), None])
 def test_v2_chunks_equal_zarr(tmp_path, sep, compressor):
     rng = np.random.default_rng(2)
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=2)
@@ -86,7 +86,7 @@ def test_v2_without_fill_value_asks_zarr_for_missing_chunks(tmp_path):
 
 
 def test_arrays_zarr_reads_itself(tmp_path):
-    """Sharded, filtered and Fortran-ordered arrays go through zarr: the same values."""
+    """Sharded, filtered, Fortran-ordered and bz2-compressed arrays go through zarr: the same values."""
     rng = np.random.default_rng(3)
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
     sharded = g.create_array("sharded", shape=SHAPE, chunks=CHUNKS, shards=(1, 5, 16, 32), dtype="uint16")
@@ -96,7 +96,9 @@ def test_arrays_zarr_reads_itself(tmp_path):
     filtered[...] = _values("int32", rng)
     fortran = g2.create_array("o", shape=SHAPE, chunks=CHUNKS, dtype="int32", order="F")
     fortran[...] = _values("int32", rng)
-    for a in (sharded, filtered, fortran):
+    bz2 = g2.create_array("b", shape=SHAPE, chunks=CHUNKS, dtype="int32", compressors=BZ2())
+    bz2[...] = _values("int32", rng)
+    for a in (sharded, filtered, fortran, bz2):
         assert not ChunkFiles.supports(a)
         assert ChunkFiles.of(a) is None
         _same(a)

@@ -14,7 +14,7 @@ array is one this module understands completely:
 - a :class:`zarr.storage.LocalStore` (a directory on disk);
 - zarr v3: the ``bytes`` codec followed by at most one of ``zstd``, ``blosc``, ``gzip``
   (no sharding, no transpose, no checksum codec);
-- zarr v2: any numcodecs compressor or none, no filters, C order;
+- zarr v2: compressor ``zstd``, ``blosc``, ``gzip``, ``zlib`` or none, no filters, C order;
 - a fixed-size numeric or boolean dtype.
 
 Anything else, and any selection that is not exactly one stored chunk, is read by zarr
@@ -32,6 +32,9 @@ import numpy as np
 from dask.base import tokenize
 
 __all__ = ["ChunkFiles", "from_zarr"]
+
+#: zarr v2 compressors (numcodecs ``codec_id``) whose chunks are decoded here.
+V2_COMPRESSORS = frozenset({"zstd", "blosc", "gzip", "zlib"})
 
 
 def _v3_decoder(codecs: tuple) -> tuple[Any, str] | None:
@@ -106,7 +109,8 @@ class ChunkFiles:
             if meta.zarr_format == 3:
                 return _v3_decoder(tuple(meta.codecs)) is not None and \
                     meta.chunk_grid.__class__.__name__ == "RegularChunkGrid"
-            return meta.zarr_format == 2 and not meta.filters and meta.order == "C"
+            return meta.zarr_format == 2 and not meta.filters and meta.order == "C" and \
+                (meta.compressor is None or meta.compressor.codec_id in V2_COMPRESSORS)
         except Exception:  # any metadata this module does not know
             return False
 
