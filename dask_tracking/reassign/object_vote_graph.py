@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from dask._task_spec import Task, TaskRef
 
 from ..backend import to_host
 from ..blocks import halo_voxels, iter_blocks
+from ..reads import ChunkReads, resolve
 from .graph import Region, _assemble, _chunk_bounds, _region
 from .object_vote_block import (BlockVotes, Decision, apply_decision, block_votes, decide, landed_votes,
                                 vote_table)
@@ -78,7 +80,7 @@ class RowsSpec:
 
 # --------------------------------------------------------------------------- task bodies
 def _init_task(chunk) -> np.ndarray:
-    return to_host(chunk)[0].astype(np.int32)
+    return to_host(resolve(chunk))[0].astype(np.int32)
 
 
 def _zeros_task(shape) -> np.ndarray:
@@ -86,7 +88,7 @@ def _zeros_task(shape) -> np.ndarray:
 
 
 def _max_task(chunk) -> int:
-    a = to_host(chunk)
+    a = to_host(resolve(chunk))
     return int(a.max(initial=0)) if a.size else 0
 
 
@@ -107,7 +109,7 @@ def _vote_task(spec: VoteSpec, picked, labels_chunk, *pieces) -> BlockVotes:
         src[fill] = ghost[fill]
     rows, index = picked
     flat, ids = landed_votes(src, spec.region.offset, rows, index, spec.core, spec.spacing)
-    return block_votes(to_host(labels_chunk)[0], flat, ids)
+    return block_votes(to_host(resolve(labels_chunk))[0], flat, ids)
 
 
 def _table_of(bv: BlockVotes):
@@ -120,6 +122,7 @@ def _decide_task(pieces, split_share, prev) -> Decision:
 
 
 def _apply_task(decision: Decision, spec: ApplySpec, *pieces) -> np.ndarray:
+    pieces = [resolve(p) for p in pieces[:spec.n_lab]] + list(pieces[spec.n_lab:])
     own = to_host(pieces[spec.own])[0]
     objects = own[own > 0].astype(np.int64)
     if not decision.multi[np.searchsorted(decision.objects, objects)].any():
@@ -153,7 +156,7 @@ def _ghost_task(bv: BlockVotes, lost) -> np.ndarray:
 
 def _table_task(votes_chunk, labels_chunk) -> BlockVotes:
     v = to_host(votes_chunk)[0].astype(np.int64)
-    o = to_host(labels_chunk)[0]
+    o = to_host(resolve(labels_chunk))[0]
     inside = (np.asarray(o) > 0) & (v > 0)
     flat = np.flatnonzero(inside)
     pairs, counts = vote_table(o, flat, v.ravel()[flat])
@@ -179,6 +182,18 @@ def _apply_specs(blocks, bounds, halo, shape, spacing, radius) -> dict:
     return out
 
 
+def _label_reads(labels: Any):
+    """``(lab, ref)``: ``lab(t, block)`` is the graph node of a labels chunk (read inside the
+    task that uses it when the chunks are stored, so no task holds a chunk for another, and a
+    frame's chunks are not kept from its votes to its decision); ``ref(key)`` a task reference."""
+    reads = ChunkReads(labels)
+
+    def lab(t, c):
+        return reads.node((labels.name, t) + tuple(c))
+
+    return lab, TaskRef
+
+
 def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[float],
                 bound_voxels: Sequence[Sequence[float]], *, split_share: float, start_frame: int, memory: bool,
                 near_radius_um: float, out_name: str) -> dict:
@@ -202,7 +217,7 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
     Returns
     -------
     dict
-        The tasks (reading ``labels``' chunks by key).
+        The tasks (stored ``labels`` chunks are read inside the tasks that use them).
     """
     T = labels.shape[0]
     shape = tuple(labels.shape[1:])
@@ -217,8 +232,7 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
     def k(kind, *idx):
         return (f"objvote-{kind}-{token}", *idx)
 
-    def lab(t, c):
-        return (labels.name, t) + tuple(c)
+    lab, ref = _label_reads(labels)
 
     apply_specs = _apply_specs(blocks, bounds, h_near, shape, sp, near_radius_um)
     by_halo: dict = {}          # vote halo -> (regions per block, source boxes)
@@ -239,8 +253,8 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
                 dsk[k("ident", t, *b.index)] = (_zeros_task, tuple(s.stop - s.start for s in b.core))
     t0 = start_frame
     for b in blocks:
-        dsk[k("ident", t0, *b.index)] = (_init_task, lab(t0, b.index))
-        dsk[k("max", *b.index)] = (_max_task, lab(t0, b.index))
+        dsk[k("ident", t0, *b.index)] = Task(k("ident", t0, *b.index), _init_task, lab(t0, b.index))
+        dsk[k("max", *b.index)] = Task(k("max", *b.index), _max_task, lab(t0, b.index))
     dsk[k("next", t0)] = (_first_next_task, [k("max", *b.index) for b in blocks])
     if memory:
         for b in blocks:
@@ -255,16 +269,18 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
             ident = [k("ident", t, *c) for c in cidx]
             ghost = [k("ghost", t, *c) for c in cidx] if (memory and t > t0) else []
             spec = VoteSpec(reg, len(ident), len(ghost), b.core, sp)
-            dsk[k("vote", t + 1, *b.index)] = (_vote_task, spec, k("pick", t, *b.index), lab(t + 1, b.index),
-                                               *ident, *ghost)
+            dsk[k("vote", t + 1, *b.index)] = Task(k("vote", t + 1, *b.index), _vote_task, spec,
+                                                   TaskRef(k("pick", t, *b.index)), lab(t + 1, b.index),
+                                                   *map(ref, ident), *map(ref, ghost))
             dsk[k("table", t + 1, *b.index)] = (_table_of, k("vote", t + 1, *b.index))
         prev = k("next", t0) if t == t0 else k("decide", t)
         dsk[k("decide", t + 1)] = (_decide_task, [k("table", t + 1, *b.index) for b in blocks], split_share, prev)
         for b in blocks:
             spec, cidx = apply_specs[b.index]
-            dsk[k("ident", t + 1, *b.index)] = (_apply_task, k("decide", t + 1), spec,
-                                                *[lab(t + 1, c) for c in cidx],
-                                                *[k("vote", t + 1, *c) for c in cidx])
+            dsk[k("ident", t + 1, *b.index)] = Task(k("ident", t + 1, *b.index), _apply_task,
+                                                    TaskRef(k("decide", t + 1)), spec,
+                                                    *[lab(t + 1, c) for c in cidx],
+                                                    *[TaskRef(k("vote", t + 1, *c)) for c in cidx])
         if memory:
             for b in blocks:
                 dsk[k("ids", t + 1, *b.index)] = (_ids_task, k("ident", t + 1, *b.index))
@@ -294,15 +310,17 @@ def respect_graph(token: str, votes: Any, labels: Any, spacing: Sequence[float],
         return (f"objvote-respect-{kind}-{token}", *idx)
 
     apply_specs = _apply_specs(blocks, bounds, h_near, shape, sp, near_radius_um)
+    lab, _ = _label_reads(labels)
     for t in range(T):
         for b in blocks:
-            dsk[k("votes", t, *b.index)] = (_table_task, (votes.name, t) + b.index, (labels.name, t) + b.index)
+            dsk[k("votes", t, *b.index)] = Task(k("votes", t, *b.index), _table_task,
+                                                TaskRef((votes.name, t) + b.index), lab(t, b.index))
             dsk[k("table", t, *b.index)] = (_table_of, k("votes", t, *b.index))
         dsk[k("decide", t)] = (_decide_task, [k("table", t, *b.index) for b in blocks], split_share, None)
         for b in blocks:
             spec, cidx = apply_specs[b.index]
-            dsk[k("apply", t, *b.index)] = (_apply_task, k("decide", t), spec,
-                                            *[(labels.name, t) + tuple(c) for c in cidx],
-                                            *[k("votes", t, *c) for c in cidx])
+            dsk[k("apply", t, *b.index)] = Task(k("apply", t, *b.index), _apply_task, TaskRef(k("decide", t)), spec,
+                                                *[lab(t, c) for c in cidx],
+                                                *[TaskRef(k("votes", t, *c)) for c in cidx])
             dsk[(out_name, t) + b.index] = (_with_t, k("apply", t, *b.index))
     return dsk
