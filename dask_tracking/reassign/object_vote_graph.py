@@ -122,8 +122,8 @@ def _decide_task(pieces, split_share, prev) -> Decision:
 
 
 def _apply_task(decision: Decision, spec: ApplySpec, *pieces) -> np.ndarray:
-    pieces = [resolve(p) for p in pieces[:spec.n_lab]] + list(pieces[spec.n_lab:])
-    own = to_host(pieces[spec.own])[0]
+    own_chunk = resolve(pieces[spec.own])      # the neighbours' labels are read only if needed below
+    own = to_host(own_chunk)[0]
     objects = own[own > 0].astype(np.int64)
     if not decision.multi[np.searchsorted(decision.objects, objects)].any():
         # no object of the core keeps two identities: the core alone decides
@@ -131,7 +131,8 @@ def _apply_task(decision: Decision, spec: ApplySpec, *pieces) -> np.ndarray:
         return apply_decision(decision, own, pieces[spec.n_lab + spec.own].votes, (0,) * own.ndim, whole,
                               spec.spacing, spec.radius)
     region = spec.region
-    objects = _assemble(region, pieces[:spec.n_lab], np.int64)
+    labs = [own_chunk if i == spec.own else resolve(p) for i, p in enumerate(pieces[:spec.n_lab])]
+    objects = _assemble(region, labs, np.int64)
     votes = _assemble(region, [p.votes for p in pieces[spec.n_lab:]], np.int32)
     return apply_decision(decision, objects, votes, region.offset, spec.inner, spec.spacing, spec.radius)
 
