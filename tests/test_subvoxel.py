@@ -168,3 +168,30 @@ def test_many_batches_read_the_gradient_of_the_whole_frame():
     ref = subvoxel._fit(rows, a.astype(np.float64), b64, grads, offs, wgt, 6, np.array([2.0, 8.0, 8.0]),
                         1e-3, np.array(shape), zero, zero)
     assert np.array_equal(batch[:, 4:7], ref)
+
+
+def test_polish_batches_are_bounded_by_their_reach_box(monkeypatch):
+    """A batch ends where its rows' reach box would exceed the voxel budget; smaller boxes
+    (more batches) give the same bits."""
+    from dask_tracking.flow import subvoxel
+
+    shape = (7, 90, 120)
+    a = _scene(shape, seed=12, n=120)
+    b = _warp(a, np.eye(3), (0.2, 1.1, -1.7), np.asarray(shape) / 2)
+    rng = np.random.default_rng(10)
+    n = 200
+    pts = np.column_stack([rng.integers(0, s, n) for s in shape])
+    vec = np.column_stack([np.zeros(n), rng.integers(-3, 4, n), rng.integers(-3, 4, n)]).astype(float)
+    rows = np.column_stack([np.zeros(n), pts, vec, np.zeros(n)])
+    want = affine_vectors(rows, a, b)
+    land = np.sort(pts.astype(float), axis=0)
+    reach = np.array([3.0, 20.0, 20.0])
+    monkeypatch.setattr(subvoxel, "_BOX_VOXELS", 20_000)
+    bounds = subvoxel._batch_bounds(land, reach, np.asarray(shape))
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and len(bounds) > 3
+    assert all(s == e for (_, e), (s, _) in zip(bounds[:-1], bounds[1:]))
+    top = np.asarray(shape) - 1.0
+    for i, j in bounds:
+        box = np.clip(land[i:j].max(0) + reach, 0, top) - np.clip(land[i:j].min(0) - reach, 0, top) + 4
+        assert j - i == 1 or np.prod(box) <= 20_000
+    assert np.array_equal(affine_vectors(rows, a, b), want)

@@ -161,13 +161,36 @@ def affine_vectors(rows: Any, image_t: Any, image_t1: Any, *, half_window: Any =
     land = np.rint(rows[:, 1:1 + d]) + rows[:, 1 + d:1 + 2 * d]
     order = np.lexsort(tuple(land[:, k] for k in [0] * (d == 3) + [d - 1, d - 2]))
     reach = h + np.ceil(_MAX_AFFINE * h.sum()) + corr
-    for i in range(0, len(rows), _BATCH):
-        sel = order[i:i + _BATCH]
+    for i, j in _batch_bounds(land[order], reach, shape):
+        sel = order[i:j]
         part = rows[sel]
         grads, g_off = _batch_gradients(b, land[sel], reach, shape, off_b)
         rows[sel, 1 + d:1 + 2 * d] = _fit(part, a, b, grads, offs, wgt, int(iters), corr, float(ridge),
                                           shape, off_a, off_b, g_off)
     return rows
+
+
+#: Voxels of frame t+1 whose gradients one polish batch holds at most: a batch ends before the
+#: row that would make its reach box larger (the box holds four float64 copies, 32 bytes a voxel).
+_BOX_VOXELS = 1 << 19
+
+
+def _batch_bounds(land: np.ndarray, reach: np.ndarray, shape: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the polish batches over rows sorted by landing voxel ``land``
+    (global voxels, (n, d)): at most :data:`_BATCH` rows, and a reach box of at most
+    :data:`_BOX_VOXELS` voxels unless one row alone needs more. A row's result does not
+    depend on its batch, so the batches only bound the memory of a task."""
+    top = np.asarray(shape, dtype=np.float64) - 1
+    out, i, n = [], 0, len(land)
+    while i < n:
+        seg = land[i:min(i + _BATCH, n)]
+        lo = np.clip(np.minimum.accumulate(seg, axis=0) - reach, 0, top)
+        hi = np.clip(np.maximum.accumulate(seg, axis=0) + reach, 0, top)
+        over = np.flatnonzero(np.prod(hi - lo + 4, axis=1) > _BOX_VOXELS)
+        stop = i + (max(int(over[0]), 1) if len(over) else len(seg))
+        out.append((i, stop))
+        i = stop
+    return out
 
 
 def _batch_gradients(b: np.ndarray, land: np.ndarray, reach: np.ndarray, shape: np.ndarray,
