@@ -139,18 +139,27 @@ def test_a_single_slice_keeps_its_z_and_still_fits_y_x():
     np.testing.assert_allclose(out[0, 5:7], [0.6, -1.3], atol=0.1)
 
 
+def _shifted_scene_rows(shape, n, scene_seed, shift, row_seed, corners=False):
+    """A scene, the scene shifted by ``shift`` voxels, and ``n`` rows at random voxels with
+    integer (0, dy, dx) vectors in [-3, 3] (with ``corners``, the first four on frame edges)."""
+    a = _scene(shape, seed=scene_seed, n=120)
+    b = _warp(a, np.eye(3), shift, np.asarray(shape) / 2)
+    rng = np.random.default_rng(row_seed)
+    pts = np.column_stack([rng.integers(0, s, n) for s in shape])
+    if corners:
+        pts[:4] = [[0, 0, 0], [shape[0] - 1, shape[1] - 1, shape[2] - 1], [3, 0, shape[2] - 1],
+                   [shape[0] - 1, shape[1] // 2, 0]]
+    vec = np.column_stack([np.zeros(n), rng.integers(-3, 4, n), rng.integers(-3, 4, n)]).astype(float)
+    return a, b, np.column_stack([np.zeros(n), pts, vec, np.zeros(n)])
+
+
 def test_many_batches_read_the_gradient_of_the_whole_frame():
     """More rows than one batch (each batch takes the gradient of only the part of frame t+1 its
     rows reach): every row still gets exactly its answer on its own, rows on the frame's edges too."""
     shape = (7, 90, 120)
-    a = _scene(shape, seed=11, n=120)
-    b = _warp(a, np.eye(3), (0.3, 1.6, -2.4), np.asarray(shape) / 2)
-    rng = np.random.default_rng(9)
     n = 300
-    pts = np.column_stack([rng.integers(0, s, n) for s in shape])
-    pts[:4] = [[0, 0, 0], [6, 89, 119], [3, 0, 119], [6, 45, 0]]
-    vec = np.column_stack([np.zeros(n), rng.integers(-3, 4, n), rng.integers(-3, 4, n)]).astype(float)
-    rows = np.column_stack([np.zeros(n), pts, vec, np.zeros(n)])
+    a, b, rows = _shifted_scene_rows(shape, n, 11, (0.3, 1.6, -2.4), 9, corners=True)
+    vec = rows[:, 4:7].copy()
     batch = affine_vectors(rows, a, b)
     single = np.concatenate([affine_vectors(rows[i:i + 1], a, b) for i in range(n)])
     assert np.array_equal(batch, single)
@@ -176,15 +185,10 @@ def test_polish_batches_are_bounded_by_their_reach_box(monkeypatch):
     from dask_tracking.flow import subvoxel
 
     shape = (7, 90, 120)
-    a = _scene(shape, seed=12, n=120)
-    b = _warp(a, np.eye(3), (0.2, 1.1, -1.7), np.asarray(shape) / 2)
-    rng = np.random.default_rng(10)
     n = 200
-    pts = np.column_stack([rng.integers(0, s, n) for s in shape])
-    vec = np.column_stack([np.zeros(n), rng.integers(-3, 4, n), rng.integers(-3, 4, n)]).astype(float)
-    rows = np.column_stack([np.zeros(n), pts, vec, np.zeros(n)])
+    a, b, rows = _shifted_scene_rows(shape, n, 12, (0.2, 1.1, -1.7), 10)
     want = affine_vectors(rows, a, b)
-    land = np.sort(pts.astype(float), axis=0)
+    land = np.sort(rows[:, 1:4], axis=0)
     reach = np.array([3.0, 20.0, 20.0])
     monkeypatch.setattr(subvoxel, "_BOX_VOXELS", 20_000)
     bounds = subvoxel._batch_bounds(land, reach, np.asarray(shape))
