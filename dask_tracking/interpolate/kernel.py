@@ -353,7 +353,6 @@ def interpolate_points(
     tree = anchors.tree(s)
     q = c * s
     good = ~np.isnan(q[:, 0])
-    k = np.zeros(N, dtype=np.int64)
     gpu = _GpuSearch(anchors.points * s, coords) if (mode != "nellie" and is_cupy(coords)) else None
     if mode != "nellie" and gpu is None and counts is None:
         # one bounded k-nearest search gives both the neighbours and their count
@@ -365,6 +364,7 @@ def interpolate_points(
                     K = int(kr[o[0]])
                     out[rows[sub[o]]] = _fixed_vectors(anchors, dist[o, :K], idx[o, :K], kr[o])
         return _like(out, coords)
+    k = np.zeros(N, dtype=np.int64)
     if counts is not None:
         k[good] = np.asarray(counts, dtype=np.int64).reshape(N)[good]
     elif good.any():

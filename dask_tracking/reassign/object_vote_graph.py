@@ -184,15 +184,15 @@ def _apply_specs(blocks, bounds, halo, shape, spacing, radius) -> dict:
 
 
 def _label_reads(labels: Any):
-    """``(lab, ref)``: ``lab(t, block)`` is the graph node of a labels chunk (read inside the
-    task that uses it when the chunks are stored, so no task holds a chunk for another, and a
-    frame's chunks are not kept from its votes to its decision); ``ref(key)`` a task reference."""
+    """``lab(t, block)``: the graph node of a labels chunk (read inside the task that uses it
+    when the chunks are stored, so no task holds a chunk for another, and a frame's chunks are
+    not kept from its votes to its decision)."""
     reads = ChunkReads(labels)
 
     def lab(t, c):
         return reads.node((labels.name, t) + tuple(c))
 
-    return lab, TaskRef
+    return lab
 
 
 def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[float],
@@ -233,7 +233,7 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
     def k(kind, *idx):
         return (f"objvote-{kind}-{token}", *idx)
 
-    lab, ref = _label_reads(labels)
+    lab = _label_reads(labels)
 
     apply_specs = _apply_specs(blocks, bounds, h_near, shape, sp, near_radius_um)
     by_halo: dict = {}          # vote halo -> (regions per block, source boxes)
@@ -272,7 +272,7 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
             spec = VoteSpec(reg, len(ident), len(ghost), b.core, sp)
             dsk[k("vote", t + 1, *b.index)] = Task(k("vote", t + 1, *b.index), _vote_task, spec,
                                                    TaskRef(k("pick", t, *b.index)), lab(t + 1, b.index),
-                                                   *map(ref, ident), *map(ref, ghost))
+                                                   *map(TaskRef, ident), *map(TaskRef, ghost))
             dsk[k("table", t + 1, *b.index)] = (_table_of, k("vote", t + 1, *b.index))
         prev = k("next", t0) if t == t0 else k("decide", t)
         dsk[k("decide", t + 1)] = (_decide_task, [k("table", t + 1, *b.index) for b in blocks], split_share, prev)
@@ -311,7 +311,7 @@ def respect_graph(token: str, votes: Any, labels: Any, spacing: Sequence[float],
         return (f"objvote-respect-{kind}-{token}", *idx)
 
     apply_specs = _apply_specs(blocks, bounds, h_near, shape, sp, near_radius_um)
-    lab, _ = _label_reads(labels)
+    lab = _label_reads(labels)
     for t in range(T):
         for b in blocks:
             dsk[k("votes", t, *b.index)] = Task(k("votes", t, *b.index), _table_task,
