@@ -85,6 +85,52 @@ def test_one_to_one_keeps_a_real_split():
     assert table.attrs["assignment"]["keep_splits"] is True
 
 
+def test_one_to_one_per_part_is_the_whole_pair_optimum():
+    """Matching each connected part alone gives the matching of one dense matrix over the pair."""
+    from scipy.optimize import linear_sum_assignment
+
+    from dask_tracking.flow.assignment import _match_components
+
+    rng = np.random.default_rng(11)
+    for n_s, n_t, n_e in [(60, 50, 90), (200, 220, 600), (5, 1, 5), (1, 7, 7), (40, 40, 40), (300, 280, 2000)]:
+        s_of = rng.integers(0, n_s, n_e)
+        t_of = rng.integers(0, n_t, n_e)
+        cost = rng.standard_normal(n_e)                     # no ties
+        matched, best = _match_components(s_of, t_of, cost, n_s, n_t)
+        big = np.abs(cost).max() * 4.0 + 1e6
+        mat = np.full((n_s, n_t), big)
+        np.minimum.at(mat, (s_of, t_of), cost)
+        r, c = linear_sum_assignment(mat)
+        ok = mat[r, c] < big
+        want = np.full(n_s, -1)
+        want[r[ok]] = c[ok]
+        np.testing.assert_array_equal(matched, want)
+        np.testing.assert_array_equal(best[want >= 0], mat[np.flatnonzero(want >= 0), want[want >= 0]])
+        assert np.all(np.isinf(best[want < 0]))
+        used = matched[matched >= 0]
+        assert len(np.unique(used)) == len(used)            # one source per target
+
+
+def test_one_to_one_memory_does_not_grow_with_the_markers():
+    """A pair of 20,000 markers in small parts: no (sources x targets) matrix (9.6 GB here)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(12)
+    n = 20_000
+    src = np.stack([np.zeros(n), np.arange(n) * 10.0, np.zeros(n)], axis=1)
+    rows = [np.column_stack([np.zeros(n), src, np.zeros((n, 2)), np.full(n, s), rng.random(n)])
+            for s in (0.0, 1.0, 2.0)]                       # each source: three targets nearby
+    rows = np.concatenate(rows)
+    tracemalloc.start()
+    try:
+        out = assign_one_to_one(rows, 3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(out) >= n
+    assert peak < 100 << 20
+
+
 # --------------------------------------------------------------------- refinement
 def _blob(shape, center, sigma=(1.0, 2.0, 2.0), amp=1.0):
     g = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")

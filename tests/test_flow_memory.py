@@ -177,3 +177,51 @@ def test_compat_matching_memory_grows_with_the_gated_pairs_only():
         tracemalloc.stop()
     assert len(i) > 0
     assert peak < n * n * 8 / 4
+
+
+# ------------------------------------------- fixed-method matching: the brute-force pair search
+@pytest.mark.parametrize("block", [1 << 17, 1000, 7, 1])
+def test_dense_pair_search_is_the_ball_query_in_any_block(block):
+    from scipy.spatial import cKDTree
+
+    from dask_tracking.flow.matching import _pairs_within
+
+    rng = np.random.default_rng(9)
+    for n, m, d in [(900, 700, 3), (50, 80, 2), (1, 1, 3), (40, 0, 3)]:
+        qa, qb = rng.random((n, d)) * 12, rng.random((m, d)) * 12
+        k = min(n, m, 5)
+        qb[:k] = qa[:k] + np.eye(d)[0]                        # pairs exactly at the radius
+        i, j = _pairs_within(qa, qb, 1.0, block_pairs=block)
+        lists = cKDTree(qb).query_ball_point(qa, 1.0 * (1 + 1e-9)) if m else [[] for _ in qa]
+        want_i = np.repeat(np.arange(n), [len(x) for x in lists])
+        want_j = np.array([v for x in lists for v in sorted(x)], np.int64)
+        assert i.dtype == j.dtype == np.int64
+        np.testing.assert_array_equal(i, want_i)
+        np.testing.assert_array_equal(j, want_j)
+        assert all(np.any((i == a) & (j == a)) for a in range(k))
+
+
+def test_fixed_matching_memory_does_not_grow_with_the_markers():
+    """Default mode, dense path: the pair search's temporaries are bounded by its block."""
+    import tracemalloc
+
+    from dask_tracking.flow.features import FrameFeatures
+    from dask_tracking.flow.matching import match_frames
+
+    rng = np.random.default_rng(6)
+    n = 3000                                                  # (N x M x 3) float64 would be 216 MB
+
+    def frame():
+        return FrameFeatures(rng.integers(0, 400, (n, 3)).astype(np.int64),
+                             rng.random((n, 4)).astype(np.float32), rng.standard_normal((n, 18)))
+
+    post, pre = frame(), frame()
+    tracemalloc.start()
+    try:
+        i, j, c = match_frames(post, pre, spacing=(0.25, 0.1, 0.1), radius_um=1.0, compat=False,
+                               mode="dense", max_dense_pairs=n * n)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(i) > 0
+    assert peak < 8 << 20

@@ -271,3 +271,45 @@ def test_a_single_slice_movie_has_no_z_motion():
     assert np.any(rows[:, 5:7] != np.rint(rows[:, 5:7]))                 # Y/X still refined
     chunked = one.rechunk((1, 30, 40))
     np.testing.assert_array_equal(dt.estimate_flow(chunked).to_numpy(scheduler="sync"), rows)
+
+
+# ------------------------------------------------ coarse step: block means of a window
+def _padded_block_mean(img, f):
+    """The block mean written plainly: the whole window as float64, np.pad's reflection, f*f views."""
+    a = np.asarray(img, dtype=np.float64)
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, (-a.shape[-2]) % f), (0, (-a.shape[-1]) % f)]
+    a = np.pad(a, pad, mode="reflect")
+    out = a[..., 0::f, 0::f].copy()
+    for k in range(1, f * f):
+        out += a[..., k // f::f, k % f::f]
+    return out / float(f * f)
+
+
+@pytest.mark.parametrize("shape", [(3, 17, 23), (2, 1, 7), (2, 2, 3), (4, 16, 16), (30, 31), (3, 5, 6)])
+@pytest.mark.parametrize("f", [1, 2, 3, 4, 8])
+def test_block_mean_is_the_padded_mean_bit_for_bit(shape, f):
+    from dask_tracking.flow.refine import _downsample
+
+    rng = np.random.default_rng(sum(shape) + f)
+    for dtype in (np.float32, np.uint16, np.float64):
+        img = (rng.random(shape) * 1000).astype(dtype)
+        got = _downsample(img, f)
+        want = _padded_block_mean(img, f)
+        assert got.dtype == np.float64 and got.shape == want.shape
+        assert got.tobytes() == want.tobytes()
+
+
+def test_block_mean_holds_no_float64_copy_of_the_window():
+    import tracemalloc
+
+    from dask_tracking.flow.refine import _downsample
+
+    img = np.random.default_rng(1).random((17, 483, 481)).astype(np.float32)    # padded on Y and X
+    tracemalloc.start()
+    try:
+        out = _downsample(img, 4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (17, 121, 121)
+    assert peak < img.size * 8 / 4          # the float64 window alone would be img.size * 8

@@ -19,6 +19,8 @@ from typing import Any
 import dask
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ..dataset import InputError
 from .table import FlowTable
@@ -71,15 +73,7 @@ def assign_one_to_one(rows: Any, ndim: int, *, keep_splits: bool = True,
     t_ids, t_of = np.unique(dst, axis=0, return_inverse=True)
     s_of, t_of = s_of.ravel(), t_of.ravel()
     cost = rows[:, -1]
-    big = np.abs(cost).max() * 4.0 + 1e6
-    mat = np.full((len(s_ids), len(t_ids)), big)
-    np.minimum.at(mat, (s_of, t_of), cost)
-    r, c = linear_sum_assignment(mat)
-    ok = mat[r, c] < big
-    matched = np.full(len(s_ids), -1)
-    matched[r[ok]] = c[ok]
-    best_cost = np.full(len(s_ids), np.inf)
-    best_cost[r[ok]] = mat[r[ok], c[ok]]
+    matched, best_cost = _match_components(s_of, t_of, cost, len(s_ids), len(t_ids))
     # one row per matched (source, target): the cheapest
     keep = np.zeros(len(rows), bool)
     is_match = matched[s_of] == t_of
@@ -102,6 +96,55 @@ def assign_one_to_one(rows: Any, ndim: int, *, keep_splits: bool = True,
                 keep[i] = True
                 taken[tgt] = True
     return rows[keep]
+
+
+def _match_components(s_of, t_of, cost, n_s: int, n_t: int):
+    """Minimum-cost one-to-one matching of a bipartite graph, one connected part at a time.
+
+    The edges ``(s_of[k], t_of[k])`` with weight ``cost[k]`` join sources and targets that lie
+    within the gate radius of each other, so the graph falls apart into small connected parts.
+    Each part is solved with ``linear_sum_assignment`` on its own dense (sources x targets)
+    matrix, non-edges weighted ``big``: the same objective as one matrix over the whole pair
+    (a matching's cost is a sum over the parts, and non-edges are never kept), with memory and
+    time that grow with the largest part, not with the square of the frame's markers.
+
+    Returns
+    -------
+    matched : (n_s,) int64
+        The target of each source, -1 where none.
+    best_cost : (n_s,) float64
+        The cost of that edge, inf where none.
+    """
+    big = np.abs(cost).max() * 4.0 + 1e6
+    matched = np.full(n_s, -1, np.int64)
+    best_cost = np.full(n_s, np.inf)
+    graph = coo_matrix((np.ones(len(s_of)), (s_of, n_s + t_of)), shape=(n_s + n_t,) * 2)
+    _, part = connected_components(graph, directed=False)
+    pe = part[s_of]                                             # the part of each edge
+    n_src = np.bincount(part[:n_s], minlength=len(part))
+    n_tgt = np.bincount(part[n_s:], minlength=len(part))
+    simple = (n_src[pe] == 1) | (n_tgt[pe] == 1)
+    # a part with one source or one target: its cheapest edge (ties: lowest source, target)
+    e = np.flatnonzero(simple)
+    e = e[np.lexsort((t_of[e], s_of[e], cost[e], pe[e]))]
+    e = e[np.r_[True, pe[e][1:] != pe[e][:-1]]] if len(e) else e
+    matched[s_of[e]] = t_of[e]
+    best_cost[s_of[e]] = cost[e]
+    # the other parts: linear_sum_assignment on each part's own matrix
+    e = np.flatnonzero(~simple)
+    e = e[np.argsort(pe[e], kind="stable")]
+    starts = np.flatnonzero(np.r_[True, pe[e][1:] != pe[e][:-1]]) if len(e) else e
+    for lo, hi in zip(starts, np.r_[starts[1:], len(e)]):
+        k = e[lo:hi]
+        ss, s_local = np.unique(s_of[k], return_inverse=True)
+        tt, t_local = np.unique(t_of[k], return_inverse=True)
+        mat = np.full((len(ss), len(tt)), big)
+        np.minimum.at(mat, (s_local.ravel(), t_local.ravel()), cost[k])
+        r, c = linear_sum_assignment(mat)
+        ok = mat[r, c] < big
+        matched[ss[r[ok]]] = tt[c[ok]]
+        best_cost[ss[r[ok]]] = mat[r[ok], c[ok]]
+    return matched, best_cost
 
 
 def one_to_one_flow(flow: FlowTable, *, keep_splits: bool = True, split_margin: float = 0.5) -> FlowTable:

@@ -331,14 +331,24 @@ def _sparse_compat(qa, qb, post, pre, radius_um):
 
 
 # ------------------------------------------------------------------- fixed
-def _pairs_within(qa, qb, radius_um, block_pairs: int = 1 << 20):
-    """All (i, j) with ``|qa_i - qb_j| <= radius_um`` by brute force, in row blocks (sorted)."""
+def _pairs_within(qa, qb, radius_um, block_pairs: int = 1 << 17):
+    """All (i, j) with ``|qa_i - qb_j| <= radius_um`` by brute force, in row blocks (sorted).
+
+    A block holds at most ``block_pairs`` pairs: its squared distances are summed one axis at a
+    time (the order of ``np.sum(diff * diff, axis=-1)``, so the same bits) in (rows, len(qb))
+    float64 arrays, about 1 MB each, whatever the number of markers.
+    """
     step = max(1, block_pairs // max(len(qb), 1))
-    ii, jj = [], []
+    limit = radius_um * (1 + 1e-9)
+    ii, jj = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for s in range(0, len(qa), step):
-        diff = qa[s:s + step, None, :] - qb[None, :, :]
-        dist = np.sqrt(np.sum(diff * diff, axis=2))
-        a, b = np.nonzero(dist <= radius_um * (1 + 1e-9))
+        rows = qa[s:s + step]
+        d2 = None
+        for k in range(qa.shape[1]):
+            diff = rows[:, k, None] - qb[None, :, k]
+            diff *= diff
+            d2 = diff if d2 is None else np.add(d2, diff, out=d2)
+        a, b = np.nonzero(np.sqrt(d2, out=d2) <= limit)
         ii.append(a + s)
         jj.append(b)
     return np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64)

@@ -127,20 +127,30 @@ def _downsample(img: np.ndarray, f: int) -> np.ndarray:
     """Block mean over ``f`` x ``f`` in Y/X (Z kept), edge blocks padded by reflection.
 
     The ``f * f`` values of a block are added in one fixed order, so a window that
-    starts on a multiple of ``f`` gives the same bits as the whole frame.
+    starts on a multiple of ``f`` gives the same bits as the whole frame. Each of the
+    ``f * f`` strided views is gathered (reflected indices past the edge, as ``np.pad``'s
+    ``"reflect"``) and widened to float64 on its own: the task holds the output and one
+    view, not a float64 copy of the whole window.
     """
-    a = np.asarray(img, dtype=np.float64)
     if f == 1:
-        return a.copy()
-    pad = [(0, 0)] * (a.ndim - 2) + [(0, (-a.shape[-2]) % f), (0, (-a.shape[-1]) % f)]
-    if any(p[1] for p in pad):
-        a = np.pad(a, pad, mode="reflect")
+        return np.array(img, dtype=np.float64)
+    ny, nx = img.shape[-2:]
     out = None
     for i in range(f):
+        iy = _reflected(np.arange(i, ny + (-ny) % f, f), ny)
         for j in range(f):
-            s = a[..., i::f, j::f]
-            out = s.copy() if out is None else np.add(out, s, out=out)
+            ix = _reflected(np.arange(j, nx + (-nx) % f, f), nx)
+            s = np.asarray(img[..., iy[:, None], ix[None, :]], dtype=np.float64)
+            out = s if out is None else np.add(out, s, out=out)
     return out / float(f * f)
+
+
+def _reflected(idx: np.ndarray, n: int) -> np.ndarray:
+    """Indices into an axis of ``n`` voxels, those past its end reflected (``np.pad``'s "reflect")."""
+    if n == 1:
+        return np.zeros_like(idx)
+    m = idx % (2 * (n - 1))
+    return np.where(m >= n, 2 * (n - 1) - m, m)
 
 
 def _refine_core(rows: np.ndarray, a: np.ndarray, origin_a: Sequence[int], b: np.ndarray,

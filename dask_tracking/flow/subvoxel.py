@@ -167,6 +167,7 @@ def affine_vectors(rows: Any, image_t: Any, image_t1: Any, *, half_window: Any =
         grads, g_off = _batch_gradients(b, land[sel], reach, shape, off_b)
         rows[sel, 1 + d:1 + 2 * d] = _fit(part, a, b, grads, offs, wgt, int(iters), corr, float(ridge),
                                           shape, off_a, off_b, g_off)
+        del grads                   # before the next batch's: one batch's gradients at a time
     return rows
 
 
