@@ -55,3 +55,20 @@ def local_cluster_client():
     yield client
     client.close()
     cluster.close()
+
+
+@pytest.fixture
+def traced_peak():
+    """``traced_peak(fn, *args, **kwargs) -> (result, peak bytes)``: the largest memory that
+    Python and NumPy allocations held at once while ``fn`` ran (``tracemalloc``)."""
+    import tracemalloc
+
+    def run(fn, *args, **kwargs):
+        tracemalloc.start()
+        try:
+            out = fn(*args, **kwargs)
+            return out, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    return run

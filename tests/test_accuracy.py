@@ -111,22 +111,15 @@ def test_one_to_one_per_part_is_the_whole_pair_optimum():
         assert len(np.unique(used)) == len(used)            # one source per target
 
 
-def test_one_to_one_memory_does_not_grow_with_the_markers():
+def test_one_to_one_memory_does_not_grow_with_the_markers(traced_peak):
     """A pair of 20,000 markers in small parts: no (sources x targets) matrix (9.6 GB here)."""
-    import tracemalloc
-
     rng = np.random.default_rng(12)
     n = 20_000
     src = np.stack([np.zeros(n), np.arange(n) * 10.0, np.zeros(n)], axis=1)
     rows = [np.column_stack([np.zeros(n), src, np.zeros((n, 2)), np.full(n, s), rng.random(n)])
             for s in (0.0, 1.0, 2.0)]                       # each source: three targets nearby
     rows = np.concatenate(rows)
-    tracemalloc.start()
-    try:
-        out = assign_one_to_one(rows, 3)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    out, peak = traced_peak(assign_one_to_one, rows, 3)
     assert len(out) >= n
     assert peak < 100 << 20
 

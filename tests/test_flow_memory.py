@@ -154,29 +154,27 @@ def test_sparse_pairwise_sum_is_numpys_dense_sum():
         assert np.float64(got).tobytes() == np.sum(dense, axis=(0, 1))[0].tobytes()
 
 
-def test_compat_matching_memory_grows_with_the_gated_pairs_only():
-    import tracemalloc
-
+@pytest.mark.parametrize("compat, bound", [(True, 3000 * 3000 * 8 // 4), (False, 8 << 20)],
+                         ids=["compat", "fixed"])
+def test_matching_memory_does_not_grow_with_markers_squared(compat, bound, traced_peak):
+    """Dense path, 3,000 markers a frame: compat holds the gated pairs only (an N x M float64
+    matrix would be 72 MB); the fixed method's pair search holds one block of at most 2**17
+    pairs (its (N, M, 3) differences would be 216 MB)."""
     from dask_tracking.flow.features import FrameFeatures
     from dask_tracking.flow.matching import match_frames
 
     rng = np.random.default_rng(6)
-    n = 3000                                                  # N x M float64 would be 72 MB
+    n = 3000
 
     def frame():
         return FrameFeatures(rng.integers(0, 400, (n, 3)).astype(np.int64),
                              rng.random((n, 4)).astype(np.float32), rng.standard_normal((n, 18)))
 
     post, pre = frame(), frame()
-    tracemalloc.start()
-    try:
-        i, j, c = match_frames(post, pre, spacing=(0.25, 0.1, 0.1), radius_um=1.0, compat=True,
-                               mode="dense", max_dense_pairs=n * n)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (i, j, c), peak = traced_peak(match_frames, post, pre, spacing=(0.25, 0.1, 0.1), radius_um=1.0,
+                                  compat=compat, mode="dense", max_dense_pairs=n * n)
     assert len(i) > 0
-    assert peak < n * n * 8 / 4
+    assert peak < bound
 
 
 # ------------------------------------------- fixed-method matching: the brute-force pair search
@@ -199,29 +197,3 @@ def test_dense_pair_search_is_the_ball_query_in_any_block(block):
         np.testing.assert_array_equal(i, want_i)
         np.testing.assert_array_equal(j, want_j)
         assert all(np.any((i == a) & (j == a)) for a in range(k))
-
-
-def test_fixed_matching_memory_does_not_grow_with_the_markers():
-    """Default mode, dense path: the pair search's temporaries are bounded by its block."""
-    import tracemalloc
-
-    from dask_tracking.flow.features import FrameFeatures
-    from dask_tracking.flow.matching import match_frames
-
-    rng = np.random.default_rng(6)
-    n = 3000                                                  # (N x M x 3) float64 would be 216 MB
-
-    def frame():
-        return FrameFeatures(rng.integers(0, 400, (n, 3)).astype(np.int64),
-                             rng.random((n, 4)).astype(np.float32), rng.standard_normal((n, 18)))
-
-    post, pre = frame(), frame()
-    tracemalloc.start()
-    try:
-        i, j, c = match_frames(post, pre, spacing=(0.25, 0.1, 0.1), radius_um=1.0, compat=False,
-                               mode="dense", max_dense_pairs=n * n)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert len(i) > 0
-    assert peak < 8 << 20

@@ -299,17 +299,10 @@ def test_block_mean_is_the_padded_mean_bit_for_bit(shape, f):
         assert got.tobytes() == want.tobytes()
 
 
-def test_block_mean_holds_no_float64_copy_of_the_window():
-    import tracemalloc
-
+def test_block_mean_holds_no_float64_copy_of_the_window(traced_peak):
     from dask_tracking.flow.refine import _downsample
 
     img = np.random.default_rng(1).random((17, 483, 481)).astype(np.float32)    # padded on Y and X
-    tracemalloc.start()
-    try:
-        out = _downsample(img, 4)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    out, peak = traced_peak(_downsample, img, 4)
     assert out.shape == (17, 121, 121)
     assert peak < img.size * 8 / 4          # the float64 window alone would be img.size * 8
