@@ -210,14 +210,15 @@ def _gated_dense_compat(qa, qb, post, pre, radius_um):
     return _select_pairs(i.astype(np.int64), j.astype(np.int64), cost)
 
 
-def _gated_distances(qa, qb, radius_um, block_elements: int = 1 << 18):
-    """``(i, j, cdist(qa, qb)[i, j])`` of the pairs with distance ``< radius_um``, in C order,
-    computed in blocks of rows (cdist's values; no (N_post, N_pre) matrix)."""
+def _gated_distances(qa, qb, radius_um, block_elements: int = 1 << 18, inclusive: bool = False):
+    """``(i, j, cdist(qa, qb)[i, j])`` of the pairs with distance ``< radius_um`` (``<=`` with
+    ``inclusive``), in C order, computed in blocks of at most ``block_elements`` pairs
+    (cdist's values; no (N_post, N_pre) matrix)."""
     step = max(1, block_elements // max(len(qb), 1))
     ii, jj, dd = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float64)]
     for s in range(0, len(qa), step):
         d = cdist(qa[s:s + step], qb)
-        a, b = np.nonzero(d < radius_um)
+        a, b = np.nonzero(d <= radius_um if inclusive else d < radius_um)
         ii.append(a.astype(np.int64) + s)
         jj.append(b.astype(np.int64))
         dd.append(d[a, b])
@@ -332,26 +333,10 @@ def _sparse_compat(qa, qb, post, pre, radius_um):
 
 # ------------------------------------------------------------------- fixed
 def _pairs_within(qa, qb, radius_um, block_pairs: int = 1 << 17):
-    """All (i, j) with ``|qa_i - qb_j| <= radius_um`` by brute force, in row blocks (sorted).
-
-    A block holds at most ``block_pairs`` pairs: its squared distances are summed one axis at a
-    time (the order of ``np.sum(diff * diff, axis=-1)``, so the same bits) in (rows, len(qb))
-    float64 arrays, about 1 MB each, whatever the number of markers.
-    """
-    step = max(1, block_pairs // max(len(qb), 1))
-    limit = radius_um * (1 + 1e-9)
-    ii, jj = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for s in range(0, len(qa), step):
-        rows = qa[s:s + step]
-        d2 = None
-        for k in range(qa.shape[1]):
-            diff = rows[:, k, None] - qb[None, :, k]
-            diff *= diff
-            d2 = diff if d2 is None else np.add(d2, diff, out=d2)
-        a, b = np.nonzero(np.sqrt(d2, out=d2) <= limit)
-        ii.append(a + s)
-        jj.append(b)
-    return np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64)
+    """All (i, j) with ``|qa_i - qb_j| <= radius_um`` by brute force (sorted), in blocks of at
+    most ``block_pairs`` pairs (1 MB of distances), whatever the number of markers."""
+    i, j, _ = _gated_distances(qa, qb, radius_um * (1 + 1e-9), block_pairs, inclusive=True)
+    return i, j
 
 
 def _zscore_pairs(x: np.ndarray) -> np.ndarray:
