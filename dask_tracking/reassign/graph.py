@@ -17,9 +17,12 @@ Layout of the graph (``B`` spatial blocks of the input's chunk grid, ``T`` frame
   With ``fill_unmatched`` each voted block is summarised (object -> label counts),
   the summaries of a frame are merged (a few numbers per object) and each block
   is filled.
-* bounded look-ahead: the voxel lists, anchors, predictions and candidates of pair t (and
-  the compat frame index of t+1) take a ``gate`` token that depends on frame t-1 of both
-  chains, so about two pairs are in flight however many frames and threads there are.
+* bounded look-ahead: the forward predictions and candidates of pair t wait for a token
+  that frame t is reassigned in both chains (its carries, which their votes need anyway),
+  and the voxel lists of frame t+1 for frame t-1's token, so one pair of candidates is in
+  flight however many frames and threads there are; the compat frame index of t+1 (a
+  serial whole-frame build) and the anchors start one pair earlier, to overlap with the
+  votes of pair t-1.
 * ``compat="nellie"`` adds, per frame, one index of the frame's labelled voxels (for
   cKDTree's tie rule and the interpolation batch's ``K``), and a stop chain (the first
   pair without candidates ends the run, as in Nellie) from per-block candidate counts; the
@@ -298,25 +301,27 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             return k(f"{kind}-carry", t, *bidx)
         return k(f"{kind}-fill" if params.fill_unmatched else f"{kind}-vote", t, *bidx)
 
-    def gate_key(t):
-        """Done token of frame t-1 of the chain, for the tasks of pair t (None: no wait)."""
-        return k("gate", t) if t0 + 2 <= t < T - 1 else None
+    def done_key(t):
+        """Token: frame t is reassigned in both chains (None: no wait, or no pair waits for it)."""
+        return k("done", t) if t0 + 1 <= t < T - 1 else None
 
     for t in range(T - 1):
-        dsk[k("anchors-fw", t)] = (_anchors_task, rows_arg(t), nd, True, gate_key(t - 1))
-        dsk[k("anchors-bw", t)] = (_anchors_task, rows_arg(t), nd, False, gate_key(t - 1))
+        dsk[k("anchors-fw", t)] = (_anchors_task, rows_arg(t), nd, True, done_key(t - 2))
+        dsk[k("anchors-bw", t)] = (_anchors_task, rows_arg(t), nd, False, done_key(t - 2))
 
     # the labelled voxels of every (frame, block): the only tasks that read the input chunks
     reads_lab, reads_br = ChunkReads(labels), ChunkReads(branches)
     inline = reads_lab.inline and reads_br.inline
     for t in range(T):
+        # read when the first task that needs them may start: pair t-1 (or the compat index of t)
+        gate = done_key(t - 2) if nellie else done_key(t - 1)
         for b in blocks:
             off = tuple(int(s.start) for s in b.core)
             if inline:  # stored chunks: read in this task, when frame t's turn comes
                 dsk[k("voxels", t, *b.index)] = Task(
                     k("voxels", t, *b.index), _voxels_task, reads_lab.node(in_key(labels, t, b.index)),
                     reads_br.node(in_key(branches, t, b.index)), off,
-                    TaskRef(gate_key(t - 1)) if gate_key(t - 1) else None)
+                    TaskRef(gate) if gate else None)
             else:  # computed chunks: shared keys (a gate would only hold the chunk longer)
                 dsk[k("voxels", t, *b.index)] = (_voxels_task, in_key(labels, t, b.index),
                                                  in_key(branches, t, b.index), off)
@@ -327,14 +332,14 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             vkeys = [k("voxels", t, *b.index) for b in blocks]
             a_fw = k("anchors-fw", t) if t < T - 1 else None
             a_bw = k("anchors-bw", t - 1) if t >= 1 else None
-            dsk[k("index", t)] = (_frame_index_task, vkeys, shape, sp, r, a_fw, a_bw, gate_key(t - 1))
+            dsk[k("index", t)] = (_frame_index_task, vkeys, shape, sp, r, a_fw, a_bw, done_key(t - 2))
 
     # forward predictions per (pair, source block): each labelled voxel moved once
     for t in range(T - 1):
         for b in blocks:
             dsk[k("fwd", t, *b.index)] = (_forward_task, k("voxels", t, *b.index), k("anchors-fw", t), sp, r,
                                           params.compat, k("index", t) if nellie else None,
-                                          k("index", t + 1) if nellie else None, gate_key(t))
+                                          k("index", t + 1) if nellie else None, done_key(t))
 
     # candidates and best matches per (pair, target block)
     src_regions: dict = {}
@@ -366,7 +371,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             dsk[ck] = (_candidates_task, fwd, pieces["src"][0], pieces["src"][1], pieces["tgt"][0],
                        pieces["tgt"][1], core, k("anchors-bw", t), sp, r, params.compat,
                        k("index", t) if nellie else None, k("index", t + 1) if nellie else None, shape,
-                       gate_key(t))
+                       done_key(t))
             dsk[k("best", t, *b.index)] = (best_matches, ck, shape)
 
     # stop chain (Nellie's break)
@@ -446,9 +451,9 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                                                                  stop)
         finals[kind] = final
 
-    # gates: the candidates (and forward predictions, frame indexes) of pair t wait until
-    # frame t-1 is reassigned, so at most about two pairs of them are alive at once
-    for t in range(t0 + 2, T - 1):
-        dsk[gate_key(t)] = (after, [carry_key(kind, t - 1, b.index) for kind in ("obj", "br")
+    # look-ahead tokens: the predictions and candidates of pair t wait until frame t is
+    # reassigned (their votes need it anyway), so one pair of them is alive at a time
+    for t in range(t0 + 1, T - 1):
+        dsk[done_key(t)] = (after, [carry_key(kind, t, b.index) for kind in ("obj", "br")
                                     for b in blocks])
     return BuiltGraph(dsk, finals["obj"], finals["br"], matches_keys, stop_keys)

@@ -42,7 +42,7 @@ __all__ = ["write_label_tracks", "AUTO_CHUNK_ROWS", "OUTPUT_CHUNK_ROWS"]
 #: rows in one task (its memory); compat writes its forward rows as they come (a chunk task
 #: only sorts the backward rows), and fewer, larger chunks make its per-step global
 #: reduction cheaper.
-AUTO_CHUNK_ROWS = {"default": 1 << 18, "nellie": 1 << 20}
+AUTO_CHUNK_ROWS = {"default": 1 << 16, "nellie": 1 << 20}
 
 #: Rows per chunk of the output arrays (as :func:`dask_tracking.io.output.write_rows`).
 OUTPUT_CHUNK_ROWS = 1 << 16
