@@ -73,6 +73,7 @@ class ChunkReads:
         self.name = array.name
         self._graph = array.__dask_graph__()
         self._data: dict[Hashable, bool] = {}
+        self._nodes: dict[Hashable, GraphNode] = {}
         self._bounds = [np.concatenate([[0], np.cumsum(c)]).astype(int).tolist() for c in array.chunks]
         layer = getattr(self._graph, "layers", {}).get(self.name)
         self._tasks = getattr(layer, "mapping", None)
@@ -91,7 +92,17 @@ class ChunkReads:
 
     def node(self, key: tuple) -> GraphNode:
         """The graph node that gives chunk ``key``: a :class:`ChunkRead` (pass the value
-        through :func:`resolve`), or a reference to the shared chunk."""
+        through :func:`resolve`), or a reference to the shared chunk.
+
+        One node per chunk, however many tasks read it (nodes are immutable): a frame's
+        chunks are read by several tasks each, and the graph then holds one node, not one
+        per reader."""
+        node = self._nodes.get(key)
+        if node is None:
+            node = self._nodes[key] = self._new_node(key)
+        return node
+
+    def _new_node(self, key: tuple) -> GraphNode:
         if self._template is not None:
             return self._template(key[1:])
         task = self._tasks.get(key) if self._tasks is not None else None

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dask._task_spec import Task, TaskRef
+from dask._task_spec import Alias, GraphNode, List, Task, TaskRef, Tuple
 
 from ..backend import to_host
 from ..blocks import iter_blocks
@@ -226,6 +226,48 @@ def _frame_index_task(pieces, spatial_shape, spacing, radius, a_fw, a_bw, gate=N
 
 
 
+# --------------------------------------------------------------------------- task spec
+def _native(dsk: dict, external: set) -> dict:
+    """The task dict in dask's task spec: key arguments as ``TaskRef``, lists of them as ``List``.
+
+    dask converts a tuple task when it runs the graph, and wraps every key it finds in
+    the arguments in its own ``Alias`` node (an object plus a set of dependencies, some
+    300 bytes); the reassignment's tasks name their neighbours' keys tens of thousands
+    of times at 54 blocks a frame, so the converted graph held about 4 KB per task on
+    the scheduler's side. Built here once, a reference is a ``TaskRef`` (one slot).
+    """
+    keys = set(dsk) | external
+
+    def is_key(a) -> bool:
+        if type(a) is str:
+            return a in keys
+        return type(a) is tuple and len(a) > 0 and type(a[0]) is str and a in keys
+
+    refs: dict = {}
+
+    def arg(a):
+        if is_key(a):
+            ref = refs.get(a)
+            if ref is None:
+                ref = refs[a] = TaskRef(a)
+            return ref
+        if type(a) in (list, tuple):
+            items = [arg(x) for x in a]
+            if any(isinstance(x, (TaskRef, GraphNode)) for x in items):
+                return (List if type(a) is list else Tuple)(*items)
+        return a
+
+    out = {}
+    for key, task in dsk.items():
+        if type(task) is tuple and task and callable(task[0]):
+            out[key] = Task(key, task[0], *(arg(a) for a in task[1:]))
+        elif is_key(task):
+            out[key] = Alias(key, task)
+        else:
+            out[key] = task
+    return out
+
+
 # --------------------------------------------------------------------------- builder
 @dataclass
 class BuiltGraph:
@@ -274,19 +316,29 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     dsk: dict = {}
 
     names: dict = {}
+    interned: dict = {}  # one tuple per key, however many tasks name it
+    external: set = set()  # keys of other layers the tasks read
 
     def k(kind: str, *idx):
-        name = names.get(kind)
-        if name is None:
-            name = names[kind] = f"reassign-{kind}-{token}"
-        return (name, *idx)
+        key = interned.get((kind, idx))
+        if key is None:
+            name = names.get(kind)
+            if name is None:
+                name = names[kind] = f"reassign-{kind}-{token}"
+            key = interned[(kind, idx)] = (name, *idx)
+        return key
 
     def in_key(arr, t, cidx):
-        return (arr.name, t) + tuple(cidx)
+        key = (arr.name, t) + tuple(cidx)
+        external.add(key)
+        return key
 
     # anchors per pair
     def rows_arg(t):
-        return rows[t].key if hasattr(rows[t], "key") and hasattr(rows[t], "dask") else rows[t]
+        if hasattr(rows[t], "key") and hasattr(rows[t], "dask"):
+            external.add(rows[t].key)
+            return rows[t].key
+        return rows[t]
 
     def disp(t):
         if max_displacement_voxels is not None:
@@ -412,7 +464,9 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                     dsk[k(f"{kind}-final", t, *b.index)] = (_initial_voxels_task, vox, kind)
                     dsk[k(f"{kind}-carry", t, *b.index)] = (_initial_carry_task, vox, kind)
                 else:
-                    dsk[k(f"{kind}-final", t, *b.index)] = (_initial_task, (init.name,) + tuple(b.index), False)
+                    ik = (init.name,) + tuple(b.index)
+                    external.add(ik)
+                    dsk[k(f"{kind}-final", t, *b.index)] = (_initial_task, ik, False)
                     dsk[k(f"{kind}-carry", t, *b.index)] = (_carry_task, k(f"{kind}-final", t, *b.index), vox)
                 final[(t,) + tuple(b.index)] = k(f"{kind}-final", t, *b.index)
         if params.fill_unmatched:
@@ -456,4 +510,4 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     for t in range(t0 + 1, T - 1):
         dsk[done_key(t)] = (after, [carry_key(kind, t, b.index) for kind in ("obj", "br")
                                     for b in blocks])
-    return BuiltGraph(dsk, finals["obj"], finals["br"], matches_keys, stop_keys)
+    return BuiltGraph(_native(dsk, external), finals["obj"], finals["br"], matches_keys, stop_keys)
