@@ -145,3 +145,32 @@ def test_candidates_of_a_pair_wait_for_the_previous_frame(movie, compat):
         # and not later than needed: no vote of frame t+1 is upstream of pair t's candidates
         later = set(named("reassign-obj-vote-", t + 1))
         assert not (later & upstream(named("reassign-cand-", t)[0]))
+
+
+class AlivePredictions(Callback):
+    """Most forward-prediction results (one per block) of one pair held at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.most = 0
+
+    def _posttask(self, key, result, dsk, state, id):
+        per_pair: dict = {}
+        for k in list(state["cache"]):
+            if isinstance(k, tuple) and str(k[0]).startswith("reassign-fwd-"):
+                per_pair[k[1]] = per_pair.get(k[1], 0) + 1
+        self.most = max([self.most, *per_pair.values()])
+
+
+@pytest.mark.parametrize("compat", [None, "nellie"])
+def test_predictions_alive_are_a_band_of_blocks(movie, compat, tmp_path):
+    """On a grid of 8 x 8 blocks the predictions of a frame are not all held at once: the
+    predictions of a block wait for the candidates of blocks some rows back."""
+    ds, flow = movie
+    sub = ds.rechunk((12, 12, 16)).isel(t=slice(0, 4))
+    res = dt.reassign_labels(sub, FlowTable(list(flow.pairs[:3]), flow.ndim, 4), compat=compat)
+    cb = AlivePredictions()
+    with cb, dask.config.set(scheduler="threads", num_workers=4):
+        labels = res.labels.compute()
+    assert int((labels[3] > 0).sum()) > 1000
+    assert 0 < cb.most < 48, cb.most  # 64 blocks a frame; a band of about 35

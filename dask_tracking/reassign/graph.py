@@ -426,6 +426,19 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                        done_key(t))
             dsk[k("best", t, *b.index)] = (best_matches, ck, shape)
 
+    # a band over the blocks of a frame: the candidates of block n read the predictions
+    # of blocks up to n + reach (raster order of the block grid), and the predictions of
+    # block m wait for the candidates of block m - (2 reach + 1); so the predictions
+    # alive span a band of about three times the reach (a few block rows), not the whole
+    # frame, and reach + 1 candidate tasks can still run side by side
+    pos = {b.index: i for i, b in enumerate(blocks)}
+    for t in range(T - 1):
+        reach = max(max(pos[c] for c in src_regions[(t, b.index)][1]) - pos[b.index] for b in blocks)
+        lag = 2 * max(reach, 0) + 1
+        for m in range(lag, len(blocks)):
+            fk = k("fwd", t, *blocks[m].index)
+            dsk[fk] = dsk[fk][:-1] + ([dsk[fk][-1], k("cand", t, *blocks[m - lag].index)],)
+
     # stop chain (Nellie's break)
     stop_keys = None
     if not params.continue_past_empty:
