@@ -30,7 +30,7 @@ class BlockVoxels:
         The block's spatial shape.
     offset : tuple of int
         Frame coordinates of the block's first voxel.
-    flat : (n,) int64
+    flat : (n,) int32 (int64 for blocks of 2**31 voxels or more)
         Raster index within the block of each voxel with ``objects > 0`` or
         ``branches > 0``, ascending.
     objects, branches : (n,) arrays
@@ -88,24 +88,26 @@ def block_voxels(objects: Any, branches: Any, offset: Sequence[int]) -> BlockVox
     b = np.asarray(to_host(branches))
     if o.ndim == len(offset) + 1:
         o, b = o[0], b[0]
-    flat = np.flatnonzero((o > 0) | (b > 0)).astype(np.int64)
+    flat = np.flatnonzero((o > 0) | (b > 0))
+    # held between tasks (a frame's worth in flight): int32 wherever a block allows it
+    flat = flat.astype(np.int32 if o.size < 2 ** 31 else np.int64)
     return BlockVoxels(tuple(int(n) for n in o.shape), tuple(int(v) for v in offset), flat,
                        o.reshape(-1)[flat], b.reshape(-1)[flat],
                        int(o.max()) if o.size else 0, int(b.max()) if b.size else 0)
 
 
 def region_voxels(pieces: Sequence[BlockVoxels], lo: Sequence[int], hi: Sequence[int],
-                  spatial_shape: Sequence[int]) -> np.ndarray:
+                  spatial_shape: Sequence[int], coords: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Frame coordinates of the labelled voxels inside the box ``[lo, hi)``, raster order.
 
-    ``pieces`` are the blocks that overlap the box (each voxel in exactly one).
+    ``pieces`` are the blocks that overlap the box (each voxel in exactly one);
+    ``coords``, if given, their :meth:`BlockVoxels.coords` already made.
     """
     nd = len(spatial_shape)
     lo = np.asarray(lo, dtype=np.int64)
     hi = np.asarray(hi, dtype=np.int64)
     parts = []
-    for p in pieces:
-        c = p.coords()
+    for c in (coords if coords is not None else (p.coords() for p in pieces)):
         if len(c):
             parts.append(c[in_box(c, lo, hi)])
     if not parts:
@@ -157,7 +159,7 @@ def _look_up(points: np.ndarray, rows: np.ndarray, p: BlockVoxels, v: np.ndarray
     if len(rows) == 0:
         return
     loc = points[rows] - np.asarray(p.offset, dtype=np.int64)
-    f = np.ravel_multi_index(tuple(loc.T), p.shape)
+    f = np.ravel_multi_index(tuple(loc.T), p.shape).astype(p.flat.dtype, copy=False)  # inside the block
     pos = np.minimum(np.searchsorted(p.flat, f), len(p.flat) - 1)
     hit = p.flat[pos] == f
     out[rows[hit]] = np.asarray(v)[pos[hit]]

@@ -124,14 +124,31 @@ def _forward_task(vox: BlockVoxels, a_fw, spacing, radius, compat, idx_prev, idx
     # held until the candidates of every block they reach are made: keep them small
     if len(f) == 4:  # with their matches the predictions are not needed again
         return f[0].astype(np.int32), None, f[2].astype(np.int32), f[3].astype(np.float32)
-    return f[0].astype(np.int32), f[1]
+    # the sources as rows of the block's voxel list (the candidates have that list too)
+    src = f[0] - np.asarray(vox.offset, dtype=np.int64)
+    rows = np.searchsorted(vox.flat, np.ravel_multi_index(tuple(src.T), vox.shape)) if len(src) else src[:, 0]
+    return rows.astype(np.int32), f[1]
+
+
+def _sources_of(forward, coords) -> list:
+    """``(source, predicted)`` of each :func:`_forward_task` result, from its block's voxels."""
+    out = []
+    for f, c in zip(forward, coords):
+        if len(f) == 2 and np.ndim(f[0]) == 1:
+            f = (c[np.asarray(f[0], dtype=np.int64)], f[1])
+        out.append(f)
+    return out
 
 
 def _candidates_task(forward, src_pieces, src_box, tgt_pieces, tgt_box, core, a_bw, spacing, radius,
                      compat, idx_prev, idx_next, spatial_shape, gate=None) -> Candidates:
     nd = len(spacing)
-    prev = (region_voxels(src_pieces, src_box[0], src_box[1], spatial_shape) if src_pieces is not None
-            else np.zeros((0, nd), np.int64))
+    prev = np.zeros((0, nd), np.int64)
+    if src_pieces is not None:  # the forward predictions' blocks, in the same order
+        coords = [p.coords() for p in src_pieces]
+        forward = _sources_of(forward, coords)
+        prev = region_voxels(src_pieces, src_box[0], src_box[1], spatial_shape, coords)
+        del coords
     tgt = region_voxels(tgt_pieces, tgt_box[0], tgt_box[1], spatial_shape)
     return block_candidates(forward, prev, tgt, _core(core), a_bw, spacing, radius, compat=compat,
                             index_prev=idx_prev, index_next=idx_next).compact()
