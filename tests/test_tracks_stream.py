@@ -207,3 +207,20 @@ def test_run_writes_the_streamed_tracks(tmp_path):
         assert not any(k.startswith("_") for k in g.keys())
     files = export(out, "napari", tmp_path / "napari")
     assert any(str(f).endswith("tracks.npz") for f in files)
+
+
+def test_auto_seed_chunks_follow_the_walk_length_with_a_floor(yeast, flow):
+    """``chunk_size="auto"``: rows // (frames walked + 1) seeds per chunk, never below
+    ``AUTO_MIN_SEEDS`` (a long walk would otherwise multiply the tasks)."""
+    from dask_tracking.tracks.label import track_plan
+    from dask_tracking.tracks.stream import AUTO_CHUNK_ROWS, AUTO_MIN_SEEDS
+
+    frames = yeast.shape[0]
+    kw = {"rows_per_chunk": AUTO_CHUNK_ROWS["default"], "min_seeds": AUTO_MIN_SEEDS}
+    short = track_plan(yeast, flow, start_frame=0, end_frame=3, chunk_size="auto", **kw)
+    assert short.attrs["chunk_size"] == AUTO_CHUNK_ROWS["default"] // 4 > AUTO_MIN_SEEDS
+    long = track_plan(yeast, flow, start_frame=0, end_frame=frames, chunk_size="auto", **kw)
+    assert AUTO_CHUNK_ROWS["default"] // frames < AUTO_MIN_SEEDS
+    assert long.attrs["chunk_size"] == AUTO_MIN_SEEDS
+    assert [len(c) for c in long.chunks[:-1]] == [AUTO_MIN_SEEDS] * (len(long.chunks) - 1)
+    assert sum(map(len, long.chunks)) == long.attrs["n_seeds"] > AUTO_MIN_SEEDS

@@ -240,12 +240,14 @@ def track_plan(dataset: TrackingDataset, flow: Any, *, label: int | None = None,
                end_frame: int | None = None, min_track_num: int = 0, skip_coords: int = 1,
                max_distance_um: float = 0.5, compat: Any = None, labels: Any = None,
                chunk_size: Any = DEFAULT_SEED_CHUNK, fallback_radius_um: Any = "auto",
-               keep_outside: bool | None = None, rows_per_chunk: int = 1 << 18) -> TrackPlan:
+               keep_outside: bool | None = None, rows_per_chunk: int = 1 << 18,
+               min_seeds: int = 1) -> TrackPlan:
     """Check the arguments of :func:`label_tracks` (InputError before any work), find the
     seeds (one small task per block of the start frame) and build the walks' inputs.
 
     ``chunk_size="auto"`` takes ``rows_per_chunk // (frames walked + 1)`` seeds per chunk,
-    so that a chunk's rows stay near ``rows_per_chunk`` whatever the number of frames.
+    so that a chunk's rows stay near ``rows_per_chunk`` whatever the number of frames,
+    but at least ``min_seeds``.
     """
     mode = resolve_compat(compat)
     if not isinstance(dataset, TrackingDataset):
@@ -276,7 +278,7 @@ def track_plan(dataset: TrackingDataset, flow: Any, *, label: int | None = None,
     fw_frames = list(range(start, end)) if start < end else []
     bw_frames = list(range(start, -1, -1)) if start > 0 else []
     if isinstance(chunk_size, str) and chunk_size == "auto":
-        chunk = max(1, rows_per_chunk // (len(fw_frames) + len(bw_frames) + 1))
+        chunk = max(1, int(min_seeds), rows_per_chunk // (len(fw_frames) + len(bw_frames) + 1))
     else:
         chunk = _int_arg("chunk_size", chunk_size, 1)
     fallback = None
@@ -296,6 +298,7 @@ def track_plan(dataset: TrackingDataset, flow: Any, *, label: int | None = None,
 
     seeds, seed_labels = _seeds(lab, start, label, skip)
     attrs["n_seeds"] = len(seeds)
+    attrs["chunk_size"] = int(chunk)  # seeds per chunk, as resolved ("auto" included)
     chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
     fw_p = WalkParams(tuple(dataset.spacing), radius, True, mode, fallback)
     bw_p = WalkParams(tuple(dataset.spacing), radius, False, mode, fallback)

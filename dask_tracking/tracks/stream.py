@@ -36,13 +36,18 @@ from .frame_mask import FrameMask, frame_mask_lazy
 from .label import default_rows, track_plan
 from .walk import Emission, WalkParams, _advance, _listed, _piece_bounds, _reduce, _split, _stats
 
-__all__ = ["write_label_tracks", "AUTO_CHUNK_ROWS", "OUTPUT_CHUNK_ROWS"]
+__all__ = ["write_label_tracks", "AUTO_CHUNK_ROWS", "AUTO_MIN_SEEDS", "OUTPUT_CHUNK_ROWS"]
 
 #: ``chunk_size="auto"``: about this many rows per seed chunk. The default mode sorts a chunk's
 #: rows in one task (its memory); compat writes its forward rows as they come (a chunk task
 #: only sorts the backward rows), and fewer, larger chunks make its per-step global
 #: reduction cheaper.
-AUTO_CHUNK_ROWS = {"default": 1 << 16, "nellie": 1 << 20}
+AUTO_CHUNK_ROWS = {"default": 1 << 17, "nellie": 1 << 20}
+
+#: ``chunk_size="auto"``: at least this many seeds per chunk, so a long walk does not
+#: multiply the chunks (the graph holds a task per chunk and step; at 40 frames and 2**17
+#: rows a chunk would have 3,196 seeds, and the client's scheduler twice the tasks).
+AUTO_MIN_SEEDS = 6144
 
 #: Rows per chunk of the output arrays (as :func:`dask_tracking.io.output.write_rows`).
 OUTPUT_CHUNK_ROWS = 1 << 16
@@ -87,8 +92,9 @@ compat, labels, fallback_radius_um, keep_outside
         Name of the rows array (properties go to ``<name>_properties``).
     chunk_size : int or "auto"
         Seeds per chunk; ``"auto"``: :data:`AUTO_CHUNK_ROWS` // (frames walked + 1)
-        seeds (2**18 rows in the default mode, 2**20 with compat), so a task holds
-        a bounded number of rows whatever the number of frames.
+        seeds (2**17 rows in the default mode, 2**20 with compat), so a task holds
+        a bounded number of rows whatever the number of frames, and at least
+        :data:`AUTO_MIN_SEEDS` (6,144), so a long walk does not multiply the tasks.
     compute : bool
         False: return a Delayed (computing it writes and gives the number of rows).
     **compute_kwargs
@@ -114,7 +120,8 @@ compat, labels, fallback_radius_um, keep_outside
                       min_track_num=min_track_num, skip_coords=skip_coords,
                       max_distance_um=max_distance_um, compat=compat, labels=labels, chunk_size=chunk_size,
                       fallback_radius_um=fallback_radius_um, keep_outside=keep_outside,
-                      rows_per_chunk=AUTO_CHUNK_ROWS["nellie" if resolve_compat(compat) else "default"])
+                      rows_per_chunk=AUTO_CHUNK_ROWS["nellie" if resolve_compat(compat) else "default"],
+                      min_seeds=AUTO_MIN_SEEDS)
     d, mode = plan.ndim, plan.mode
     parts = f"_{name}_parts"
     columns = ["track_id", "t", *dataset.axes[1:].lower()]
