@@ -117,8 +117,13 @@ def test_memory_held_does_not_grow_with_frames(movie, compat, tmp_path):
 
 @pytest.mark.parametrize("compat", [None, "nellie"])
 def test_candidates_of_a_pair_wait_for_the_previous_frame(movie, compat):
-    """The look-ahead is one pair: no candidate of pair t can start before every vote of frame t."""
+    """The look-ahead is one pair on a frame of many blocks: no candidate of pair t can start
+    before every vote of frame t (two pairs, and frame t-1, on a frame of a few blocks)."""
+    from dask_tracking.reassign.graph import ONE_PAIR_FROM_BLOCKS
+
     ds, flow = movie
+    ds = ds.rechunk((12, 24, 32))  # 4 x 4 blocks
+    assert 4 < ONE_PAIR_FROM_BLOCKS <= 16
     res = dt.reassign_labels(ds, flow, compat=compat)
     graph = dict(res.labels.__dask_graph__())
     deps = {key: dask.core.get_dependencies(graph, key) for key in graph}
@@ -145,6 +150,14 @@ def test_candidates_of_a_pair_wait_for_the_previous_frame(movie, compat):
         # and not later than needed: no vote of frame t+1 is upstream of pair t's candidates
         later = set(named("reassign-obj-vote-", t + 1))
         assert not (later & upstream(named("reassign-cand-", t)[0]))
+    # 2 x 2 blocks: two pairs in flight, the candidates of pair t wait for frame t-1 only
+    small = dt.reassign_labels(movie[0], flow, compat=compat)
+    graph = dict(small.labels.__dask_graph__())
+    deps = {key: dask.core.get_dependencies(graph, key) for key in graph}
+    for t in range(2, T - 1):
+        cand = named("reassign-cand-", t)[0]
+        assert set(named("reassign-obj-vote-", t - 1)) <= upstream(cand)
+        assert not (set(named("reassign-obj-vote-", t)) & upstream(cand))
 
 
 class AlivePredictions(Callback):

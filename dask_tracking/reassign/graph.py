@@ -22,7 +22,13 @@ Layout of the graph (``B`` spatial blocks of the input's chunk grid, ``T`` frame
   and the voxel lists of frame t+1 for frame t-1's token, so one pair of candidates is in
   flight however many frames and threads there are; the compat frame index of t+1 (a
   serial whole-frame build) and the anchors start one pair earlier, to overlap with the
-  votes of pair t-1.
+  votes of pair t-1. Frames of fewer than :data:`ONE_PAIR_FROM_BLOCKS` blocks keep two
+  pairs in flight (the predictions and candidates of pair t wait for frame t-1, the
+  default mode's voxel lists of t+1 for frame t-2): their state is small, and one pair
+  would run the candidates and votes of a one-block frame one at a time.
+* a band over the blocks of a frame: the forward predictions of a block wait for the
+  candidates of the blocks some rows back (raster order), so a few block rows of
+  predictions are alive, not a whole frame.
 * ``compat="nellie"`` adds, per frame, one index of the frame's labelled voxels (for
   cKDTree's tie rule and the interpolation batch's ``K``), and a stop chain (the first
   pair without candidates ends the run, as in Nellie) from per-block candidate counts; the
@@ -243,6 +249,11 @@ def _frame_index_task(pieces, spatial_shape, spacing, radius, a_fw, a_bw, gate=N
 
 
 
+#: Frames of at least this many blocks run one pair of candidates ahead of the vote chain;
+#: smaller frames two (see :func:`build_graph`).
+ONE_PAIR_FROM_BLOCKS = 8
+
+
 # --------------------------------------------------------------------------- task spec
 def _native(dsk: dict, external: set) -> dict:
     """The task dict in dask's task spec: key arguments as ``TaskRef``, lists of them as ``List``.
@@ -370,6 +381,10 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             return k(f"{kind}-carry", t, *bidx)
         return k(f"{kind}-fill" if params.fill_unmatched else f"{kind}-vote", t, *bidx)
 
+    # pairs of candidates in flight: two for frames of few blocks (their state is small, and
+    # with one pair a frame of one block would run its candidates and votes one at a time)
+    slack = 1 if len(blocks) < ONE_PAIR_FROM_BLOCKS else 0
+
     def done_key(t):
         """Token: frame t is reassigned in both chains (None: no wait, or no pair waits for it)."""
         return k("done", t) if t0 + 1 <= t < T - 1 else None
@@ -383,7 +398,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     inline = reads_lab.inline and reads_br.inline
     for t in range(T):
         # read when the first task that needs them may start: pair t-1 (or the compat index of t)
-        gate = done_key(t - 2) if nellie else done_key(t - 1)
+        gate = done_key(t - 2) if nellie else done_key(t - 1 - slack)
         for b in blocks:
             off = tuple(int(s.start) for s in b.core)
             if inline:  # stored chunks: read in this task, when frame t's turn comes
@@ -408,7 +423,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
         for b in blocks:
             dsk[k("fwd", t, *b.index)] = (_forward_task, k("voxels", t, *b.index), k("anchors-fw", t), sp, r,
                                           params.compat, k("index", t) if nellie else None,
-                                          k("index", t + 1) if nellie else None, done_key(t))
+                                          k("index", t + 1) if nellie else None, done_key(t - slack))
 
     # candidates and best matches per (pair, target block)
     src_regions: dict = {}
@@ -440,7 +455,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
             dsk[ck] = (_candidates_task, fwd, pieces["src"][0], pieces["src"][1], pieces["tgt"][0],
                        pieces["tgt"][1], core, k("anchors-bw", t), sp, r, params.compat,
                        k("index", t) if nellie else None, k("index", t + 1) if nellie else None, shape,
-                       done_key(t))
+                       done_key(t - slack))
             dsk[k("best", t, *b.index)] = (best_matches, ck, shape)
 
     # a band over the blocks of a frame: the candidates of block n read the predictions
