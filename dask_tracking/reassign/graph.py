@@ -261,8 +261,9 @@ def _native(dsk: dict, external: set) -> dict:
     dask converts a tuple task when it runs the graph, and wraps every key it finds in
     the arguments in its own ``Alias`` node (an object plus a set of dependencies, some
     300 bytes); the reassignment's tasks name their neighbours' keys tens of thousands
-    of times at 54 blocks a frame, so the converted graph held about 4 KB per task on
-    the scheduler's side. Built here once, a reference is a ``TaskRef`` (one slot).
+    of times at 54 blocks a frame (43 MB traced when the first of 6,114 tasks started,
+    33 MB built here). Built here once, a reference is a ``TaskRef`` (one slot, one per
+    key).
     """
     keys = set(dsk) | external
 
