@@ -345,17 +345,13 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     dsk: dict = {}
 
     names: dict = {}
-    interned: dict = {}  # one tuple per key, however many tasks name it
     external: set = set()  # keys of other layers the tasks read
 
     def k(kind: str, *idx):
-        key = interned.get((kind, idx))
-        if key is None:
-            name = names.get(kind)
-            if name is None:
-                name = names[kind] = f"reassign-{kind}-{token}"
-            key = interned[(kind, idx)] = (name, *idx)
-        return key
+        name = names.get(kind)
+        if name is None:
+            name = names[kind] = f"reassign-{kind}-{token}"
+        return (name, *idx)
 
     def in_key(arr, t, cidx):
         key = (arr.name, t) + tuple(cidx)
