@@ -136,9 +136,12 @@ def _accuracy_choice(value: str | None):
               help="Accuracy options of the default mode (all on by default; none with --compat nellie): "
                    "'all', 'none' (the reference method with its bugs fixed) or comma-separated names from "
                    "refine, one_to_one, object_vote, living_tracks.")
+@click.option("--window-frames", type=int, default=None, metavar="N",
+              help="Frames per reassignment graph (>= 2; default: about 1,024 frame-blocks, at least 4 "
+                   "frames). Same output for every N; a smaller N holds a smaller graph.")
 @click.option("-v", "--verbose", count=True, help="Log what runs (-v info, -vv debug).")
 def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, compat, resume, overwrite,
-                tracks, max_distance_um, no_progress, accuracy, verbose) -> None:
+                tracks, max_distance_um, no_progress, accuracy, window_frames, verbose) -> None:
     """Track SOURCE (zarr, OME-Zarr, Nellie folder or raw movie) into OUT.zarr."""
     from .pipeline import open_source, run
     from .dataset import validate
@@ -155,12 +158,18 @@ def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, co
         except InputError as exc:
             raise InputError(f"--accuracy {accuracy!r}: {exc}; on the command line: --accuracy all, "
                              "--accuracy none or comma-separated names") from None
+        from .pipeline import window_frames_checked
+
+        try:
+            window_frames_checked(window_frames)
+        except InputError as exc:
+            raise InputError(f"--window-frames: {exc}") from None
         ds = validate(open_source(source, parse_scale(scale), compat=compat_mode))
         with _open_cluster(scheduler, workers, memory_limit, gpu) as session:
             result = run(ds, output, compat=compat_mode, client=session.client, resume=resume,
                          overwrite=overwrite, tracks=tracks, max_distance_um=max_distance_um,
                          progress=not no_progress, gpu=gpu,
-                         accuracy=_accuracy_choice(accuracy))
+                         accuracy=_accuracy_choice(accuracy), window_frames=window_frames)
         click.echo(result.summary())
     except (InputError, FileNotFoundError, FileExistsError, PermissionError) as exc:
         _fail(exc)

@@ -6,13 +6,15 @@ Order of work:
    computed or written;
 2. the flow table: computed and persisted first (small, and reassignment's halo
    depends on its largest displacement), written to ``flow``;
-3. one ``compute`` of every remaining output: per frame, the reassigned labels
-   and branches and the voxel matches of the pair ending at that frame, then the
-   frame's done marker; optionally the tracks.
+3. optionally the tracks (their tasks write the rows);
+4. the label chains, one ``compute`` per window of frames (:mod:`dask_tracking.windows`:
+   the graph of a window does not grow with the movie): per frame, the reassigned
+   labels and branches and the voxel matches of the pair ending at that frame, then
+   the frame's done marker; at the end of a window, the chains' state.
 
-A resumed run reads the stored flow, restarts the reassignment chain from the
-last frame before the first one not marked done, and writes only the frames
-from there on.
+A resumed run reads the stored flow, restarts the chains from the end of the last
+finished window (from frame 0 when none finished), and writes only the frames not
+marked done.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from .config import gate_radius_um, resolve_compat
 from .dataset import InputError, TrackingDataset, validate
 from .flow.table import FlowTable
 from .io import output as out_store
+from .windows import ChainState, drop_old_ghosts, ghosts_path
+from .windows import window_frames as _frames_per_window
 
 __all__ = ["RunResult", "run", "open_source"]
 
@@ -227,8 +231,12 @@ def _write_matches(path: str, t: int, matches: Any, stopped: Any = False) -> int
     return int(m.shape[0])
 
 
-def _frame_writes(path: str, group: Any, frames: list[int], labels: da.Array, reassigned: Any) -> list:
+def _frame_writes(path: str, group: Any, frames: list[int], labels: da.Array, reassigned: Any,
+                  offset: int = 0) -> list:
     """One Delayed per frame: write its reassigned labels, branches and voxel matches, then mark it done.
+
+    ``frames`` index the arrays (a window of the movie); frame ``t`` is written as frame
+    ``offset + t`` of the store.
 
     The arrays are optimised together once, and the write tasks refer to their chunk keys, so
     the reassignment chain (frame t needs frame t-1) runs once for all frames. Wrapping each
@@ -248,7 +256,7 @@ def _frame_writes(path: str, group: Any, frames: list[int], labels: da.Array, re
     optimized = dask.optimize(*[arrays[n] for n in names], counts)
     opt = dict(zip(names, optimized[:-1]))
     counts = optimized[-1]
-    tok = tokenize(path, [a.name for a in optimized], frames)
+    tok = tokenize(path, [a.name for a in optimized], frames, offset)
     write_n, done_n = f"write-frame-{tok}", f"finish-frame-{tok}"
     deps: list[Any] = list(optimized)
     dsk: dict = {}
@@ -260,10 +268,11 @@ def _frame_writes(path: str, group: Any, frames: list[int], labels: da.Array, re
                         for idx in np.ndindex(*opt[name].numblocks[1:])]
     for t in frames:
         keys = []
+        g = offset + t
         for name in names:
             arr = opt[name]
             for idx, spatial_region in blocks[name]:
-                region = (slice(t, t + 1),) + spatial_region
+                region = (slice(g, g + 1),) + spatial_region
                 key = (write_n, name, t, *idx)
                 dsk[key] = (_store_block, path, name, region, (arr.name, t, *idx))
                 keys.append(key)
@@ -275,9 +284,9 @@ def _frame_writes(path: str, group: Any, frames: list[int], labels: da.Array, re
                 deps.append(stop)
                 stop = stop.key
             key = (write_n, "voxel_matches", t)
-            dsk[key] = (_write_matches, path, t - 1, m.key, stop)
+            dsk[key] = (_write_matches, path, g - 1, m.key, stop)
             keys.append(key)
-        dsk[(done_n, t)] = (_finish_frame, path, t, (counts.name, t), keys)
+        dsk[(done_n, t)] = (_finish_frame, path, g, (counts.name, t), keys)
     layers = HighLevelGraph.from_collections(done_n, dsk, dependencies=deps)
     return [Delayed((done_n, t), layers, layer=done_n) for t in frames]
 
@@ -307,6 +316,94 @@ def _resume_state(group: Any, n_frames: int) -> int:
     return int(not_done[0]) if len(not_done) else n_frames
 
 
+def window_frames_checked(window: Any) -> None:
+    """Raise InputError for a bad ``window_frames`` (before any work)."""
+    _frames_per_window(2, 1, window)
+
+
+def _write_stopped(path: str, t: int, shape: tuple) -> int:
+    """Frame ``t`` after Nellie's break: its labels stay 0 (the arrays' fill value), empty matches."""
+    from .reassign.vote import match_dtype
+
+    _write_matches(path, t - 1, np.zeros((0, 2, len(shape)), dtype=match_dtype(shape)), True)
+    out_store.mark_frame_done(path, t)
+    return 0
+
+
+def _chain_windows(ds: TrackingDataset, flow: FlowTable, group: Any, path: str, compat: Any, acc: Any,
+                   first: int, resumed: bool, client: Any, progress: bool, window: Any) -> tuple[dict, list]:
+    """Compute and write frames ``first ..`` of the label chains, one window of frames at a time.
+
+    Returns the labelled-voxel count of each frame written, and those frames.
+    """
+    from .reassign import reassign_labels
+
+    T = ds.n_frames
+    n_blocks = int(np.prod([len(c) for c in ds.labels.chunks[1:]]))
+    W = _frames_per_window(T, n_blocks, window)
+    state = ChainState.load(group) if resumed else None
+    if state is not None and state.frame >= first:
+        state = None                      # not a finished window's end: start again from frame 0
+    a = 0 if state is None else state.frame
+    counts: dict = {}
+    written: list[int] = []
+    log.info("label chains: windows of %d frames (%d blocks a frame), from frame %d", W, n_blocks, a)
+    while True:
+        if state is not None and state.stopped:     # Nellie's loop broke before: nothing more to compute
+            for t in range(max(a + 1, first), T):
+                counts[t] = _write_stopped(path, t, ds.spatial_shape)
+                written.append(t)
+            break
+        b = min(a + W - 1, T - 1)
+        win = ds.isel(t=slice(a, b + 1))
+        fwin = flow.window(a, b + 1)
+        init = None
+        if state is not None:
+            init = (0, da.from_zarr(group["labels_reassigned"])[a], da.from_zarr(group["branches_reassigned"])[a])
+        reassigned = reassign_labels(win, fwin, compat=compat, initial=init,
+                                     id_base=state.id_base if state is not None else None,
+                                     objects=not acc.object_vote)
+        out_labels = reassigned.labels
+        ov = None
+        if acc.object_vote:
+            from .reassign.object_vote import object_vote_window
+
+            ov_init = None
+            if state is not None:
+                ghosts = da.from_zarr(group[state.ghosts]) if state.ghosts else None
+                ov_init = (init[1], state.next_id, ghosts)
+            ov = object_vote_window(win.labels, fwin, ds.spacing, initial=ov_init)
+            out_labels = ov.identities
+        local = [t for t in range(b - a + 1) if (t > 0 or state is None) and a + t >= first]
+        objs = _frame_writes(path, group, local, out_labels, reassigned, offset=a)
+        extra: dict = {}
+        if a < b < T - 1:       # the state the next window starts from
+            if reassigned.next_id_base is not None:
+                extra["id_base"] = reassigned.next_id_base
+            if reassigned.stopped:
+                extra["stopped"] = reassigned.stopped[-1]
+            if ov is not None and ov.next_id is not None:
+                extra["next_id"] = ov.next_id
+            if ov is not None and ov.ghosts is not None:
+                gz = group.create_array(ghosts_path(b), shape=ov.ghosts.shape, dtype="int32",
+                                        chunks=tuple(group["labels_reassigned"].chunks[1:]), fill_value=0,
+                                        overwrite=True)
+                extra["ghosts"] = da.store(ov.ghosts.rechunk(gz.chunks), gz, lock=False, compute=False)
+        log.info("label chains: frames %d-%d", a, b)
+        res = _compute(objs + list(extra.values()), client, progress)
+        counts.update(zip((a + t for t in local), (int(c) for c in res[:len(objs)])))
+        written.extend(a + t for t in local)
+        got = dict(zip(extra, res[len(objs):]))
+        if b >= T - 1:
+            break
+        state = ChainState(b, tuple(got["id_base"]) if "id_base" in got else None, got.get("next_id"),
+                           ghosts_path(b) if "ghosts" in got else None, bool(got.get("stopped", False)))
+        state.save(group)
+        drop_old_ghosts(group, state.ghosts)
+        a = b
+    return counts, written
+
+
 # ----------------------------------------------------------------------------- run
 def run(
     dataset: Any,
@@ -326,6 +423,7 @@ def run(
     progress: bool = False,
     gpu: bool = False,
     accuracy: Any = None,
+    window_frames: int | None = None,
 ) -> RunResult:
     """Run the whole tracking stage and write every output to one zarr v3 store.
 
@@ -373,6 +471,12 @@ def run(
         ``False``: none (the reference method with its bugs fixed); ``True``: all; or
         names from ``"refine"``, ``"one_to_one"``, ``"object_vote"``,
         ``"living_tracks"``. Options cannot be asked for with ``compat="nellie"``.
+    window_frames : int, optional
+        Frames per reassignment graph (>= 2; :mod:`dask_tracking.windows`): the label
+        chains are computed window by window, each window starting at the last frame of
+        the one before, so a graph's own memory does not grow with the movie. Default:
+        about 1,024 (frame, block) pairs per window, at least 4 frames. Every window size
+        gives the same output.
 
     Returns
     -------
@@ -387,6 +491,7 @@ def run(
     """
     start_time = time.perf_counter()
     compat = resolve_compat(compat)
+    window_frames_checked(window_frames)
     max_distance_um = _check_distance(max_distance_um)
     if not isinstance(track_start_frame, (int, np.integer)) or track_start_frame < 0:
         raise InputError(f"track_start_frame must be a non-negative integer, got {track_start_frame!r}")
@@ -409,7 +514,6 @@ def run(
             f"track_start_frame must be below the number of frames ({ds.n_frames}), got {track_start_frame}"
         )
     from .flow import estimate_flow
-    from .reassign import reassign_labels
 
     write_label_tracks = None
     if tracks:
@@ -461,28 +565,9 @@ def run(
         first = 0
     flow_rows = int(sum(len(p) for p in flow.pairs))
 
-    # 2. reassignment chain and tracks: one compute
-    objs: list[Any] = []
-    frames = list(range(first, T))
-    counts_for: list[int] = []
-    if frames:
-        initial = None
-        if first > 0:
-            initial = (first - 1,
-                       da.from_zarr(group["labels_reassigned"])[first - 1],
-                       da.from_zarr(group["branches_reassigned"])[first - 1])
-        reassigned = reassign_labels(ds, flow, compat=compat, initial=initial)
-        out_labels = reassigned.labels
-        if acc.object_vote:
-            from .reassign.object_vote import object_vote_chain
-
-            out_labels = object_vote_chain(ds.labels, flow, ds.spacing)
-        spath = str(path)
-        objs.extend(_frame_writes(spath, group, frames, out_labels, reassigned))
-        counts_for.extend(frames)
+    # 2. tracks: the tasks write the rows (no process holds more than one seed chunk's rows)
     n_track_rows = None
     if tracks and not (resumed and group.attrs.get("tracks_done", False)):
-        # the tasks write the rows (no process holds more than one seed chunk's rows)
         job = write_label_tracks(ds, flow, str(path), name="tracks", label=track_label,
                                  start_frame=track_start_frame, compat=compat, compute=False,
                                  **acc.track_kwargs())
@@ -491,10 +576,13 @@ def run(
         group.attrs.update({"tracks_done": True})
     elif tracks:
         n_track_rows = int(group["tracks"].shape[0])
-    log.info("writing %d frames%s", len(frames), " (tracks written)" if tracks else "")
-    results = _compute(objs, client, progress)
 
-    counts = dict(zip(counts_for, (int(c) for c in results[:len(frames)])))
+    # 3. the label chains, per window of frames (one bounded graph each), then the frames' markers
+    counts: dict = {}
+    frames: list[int] = []
+    if first < T:
+        counts, frames = _chain_windows(ds, flow, group, str(path), compat, acc, first, resumed, client,
+                                        progress, window_frames)
     missing = [t for t in range(T) if t not in counts]
     if missing:
         stored = da.from_zarr(group["labels_reassigned"])

@@ -195,3 +195,15 @@ def test_cli_bad_accuracy_fails_before_a_cluster_starts(tmp_path, args, message)
     assert re.search(message, res.output), res.output
     assert "cluster:" not in res.output and "dashboard" not in res.output
     assert not out.exists()
+
+
+def test_bad_window_frames_fails_before_work(tmp_path, existing_output):
+    src = _inputs(tmp_path / "in.zarr")
+    before = _snapshot(existing_output)
+    for bad in ("1", "0", "-4"):
+        res = _run(["run", str(src), "-o", str(existing_output), "--overwrite", "--no-progress",
+                    "--window-frames", bad])
+        assert res.exit_code != 0
+        assert f"--window-frames: window_frames must be an integer >= 2 (frames per window) or None, got {bad}" \
+            in res.output, res.output
+    assert _snapshot(existing_output) == before

@@ -80,6 +80,18 @@ class FlowTable:
             return self.pairs[t]
         return _empty(self.ndim)
 
+    def window(self, start: int, stop: int) -> "FlowTable":
+        """The table of frames ``start .. stop - 1`` (their pairs ``start .. stop - 2``).
+
+        The rows are not copied or changed: their first column keeps the movie's frame
+        index. Used to run a long movie in windows of frames.
+        """
+        if isinstance(start, bool) or isinstance(stop, bool) or not isinstance(start, (int, np.integer)) \
+                or not isinstance(stop, (int, np.integer)) or not 0 <= start < stop <= self.n_frames:
+            raise InputError(f"window must satisfy 0 <= start < stop <= {self.n_frames} (frames), "
+                             f"got start={start!r}, stop={stop!r}")
+        return FlowTable(self.pairs[start:stop - 1], self.ndim, int(stop - start), self.attrs)
+
     def to_numpy(self, **compute_kwargs: Any) -> np.ndarray:
         """All rows as one (M, 2d+2) float64 array, ordered by frame pair."""
         blocks = self.compute_pairs(**compute_kwargs)

@@ -51,7 +51,8 @@ def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = 
                     max_distance_um: float = 0.5, fill_unmatched: bool | None = None,
                     continue_past_empty: bool | None = None,
                     initial: tuple[int, Any, Any] | None = None,
-                    max_displacement_um: float | None = None) -> Reassignment:
+                    max_displacement_um: float | None = None, objects: bool = True,
+                    id_base: tuple[int, int] | None = None) -> Reassignment:
     """Carry frame-0 object and branch identities through time, voxel by voxel.
 
     For each frame pair (t, t+1) every labelled voxel of t is moved by the flow
@@ -96,11 +97,24 @@ def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = 
     max_displacement_um : float, optional
         Bound on the length of every flow vector, um (sets the halos; a vector
         longer than it would be missed). Default: from the flow (see ``flow``).
+    objects : bool
+        Carry the object ids (default). False: only the branch ids (when the objects'
+        identities come from another rule, e.g.
+        :func:`dask_tracking.reassign.object_vote.object_vote_chain`); the
+        result's ``labels`` is then None and no work is spent on them.
+    id_base : (int, int), optional
+        With ``initial``: the new-id bases (objects, branches) of frame ``t0``, i.e. the
+        sums of the largest original ids of the frames before ``t0`` in the whole movie
+        (an uninterrupted run's ``next_id_base`` at that frame). Frames before ``t0`` are
+        then not read, so a long movie can be reassigned in windows of frames, each
+        started from the last frame and ``next_id_base`` of the one before. Default: the
+        bases are summed from frame 0 of ``dataset``.
 
     Returns
     -------
     Reassignment
-        Lazy ``labels`` and ``branches`` (int32), per-pair ``matches``.
+        Lazy ``labels`` and ``branches`` (int32), per-pair ``matches``, and
+        ``next_id_base`` (the bases of the last frame).
 
     Raises
     ------
@@ -125,6 +139,9 @@ def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = 
     params = ReassignParams.build(dt=dataset.dt, compat=compat, max_distance_um=max_distance_um,
                                   fill_unmatched=fill_unmatched, continue_past_empty=continue_past_empty)
     init = _check_initial(initial, dataset)
+    if not isinstance(objects, (bool, np.bool_)):
+        raise InputError(f"objects must be True or False, got {objects!r}")
+    base = _check_id_base(id_base, init)
     ds = dataset.with_time_chunks()
     labels = ds.labels
     branches = ds.branches
@@ -152,15 +169,22 @@ def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = 
             else:
                 rows.append(np.asarray(p, dtype=np.float64).reshape(-1, flow.ncols))
     bound_vox = None if bound_um is None else tuple(bound_um / s for s in dataset.spacing)
+    kinds = ("obj", "br") if objects else ("br",)
     token = tokenize(labels.name, branches.name, [r.key if isinstance(r, Delayed) else tokenize(r) for r in rows],
-                     params, bound_vox, None if init is None else (init[0], init[1].name, init[2].name))
-    built = build_graph(token, labels, branches, rows, dataset.spacing, params, init, bound_vox)
+                     params, bound_vox, None if init is None else (init[0], init[1].name, init[2].name),
+                     kinds, base)
+    built = build_graph(token, labels, branches, rows, dataset.spacing, params, init, bound_vox,
+                        kinds=kinds, id_base=base)
 
     name_obj = f"labels-reassigned-{token}"
     name_br = f"branches-reassigned-{token}"
     dsk = dict(built.dsk)
     for key, target in built.labels_keys.items():
         dsk[(name_obj,) + key] = (_with_t, target)
+    next_base = None
+    if built.next_base_keys:
+        nb = (f"next-id-base-{token}",)
+        dsk[nb] = (_bases_task, [built.next_base_keys.get(kind, 0) for kind in ("obj", "br")])
     deps = [labels, branches] + ([init[1], init[2]] if init else []) + lazy_rows
     hlg = HighLevelGraph.from_collections(name_obj, dsk, dependencies=deps)
     layers = dict(hlg.layers)
@@ -170,8 +194,29 @@ def reassign_labels(dataset: TrackingDataset, flow: FlowTable, *, compat: Any = 
     hlg = HighLevelGraph(layers, dependencies)
 
     meta = np.empty((0,) * labels.ndim, dtype=np.int32)
-    out_labels = da.Array(hlg, name_obj, labels.chunks, dtype=np.int32, meta=meta)
+    out_labels = da.Array(hlg, name_obj, labels.chunks, dtype=np.int32, meta=meta) if objects else None
     out_branches = da.Array(hlg, name_br, labels.chunks, dtype=np.int32, meta=meta)
     matches = [Delayed(key, hlg, layer=name_obj) for key in built.matches_keys]
     stopped = [Delayed(key, hlg, layer=name_obj) for key in built.stop_keys] if built.stop_keys else None
-    return Reassignment(out_labels, out_branches, matches, stopped, params)
+    if built.next_base_keys:
+        next_base = Delayed(nb, hlg, layer=name_obj)
+    return Reassignment(out_labels, out_branches, matches, stopped, params, next_base)
+
+
+def _bases_task(values) -> tuple[int, int]:
+    return int(values[0]), int(values[1])
+
+
+def _check_id_base(id_base: Any, init: Any) -> dict | None:
+    if id_base is None:
+        return None
+    if init is None:
+        raise InputError("id_base needs initial (the frame t0 whose new-id bases it gives)")
+    try:
+        b_obj, b_br = id_base
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in (b_obj, b_br))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"id_base must be two integers >= 0 (objects, branches), got {id_base!r}")
+    return {"obj": int(b_obj), "br": int(b_br)}

@@ -307,12 +307,14 @@ class BuiltGraph:
     branches_keys: dict        # (t, *b) -> key of the final branch block
     matches_keys: list         # per pair
     stop_keys: list | None     # per pair, or None when the run never stops
+    next_base_keys: dict = None  # kind -> key of the new-id base of the last frame (fill_unmatched)
 
 
 def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                 spacing: Sequence[float], params: ReassignParams,
                 initial: tuple[int, Any, Any] | None = None,
-                max_displacement_voxels: Sequence[float] | None = None) -> BuiltGraph:
+                max_displacement_voxels: Sequence[float] | None = None, *,
+                kinds: Sequence[str] = ("obj", "br"), id_base: dict | None = None) -> BuiltGraph:
     """Build the reassignment task dict.
 
     Parameters
@@ -332,6 +334,12 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     max_displacement_voxels : sequence of float, optional
         Bound on the flow vectors per axis, voxels; required for lazy rows, used
         instead of the rows' own largest vector when given.
+    kinds : sequence of {"obj", "br"}
+        The label chains to build (objects, branches).
+    id_base : dict, optional
+        Per kind, the new-id base of frame ``t0`` (the sum of the largest original ids of
+        the frames before ``t0`` in the whole movie): the bases are then summed from
+        frame ``t0`` on, and frames before ``t0`` are not read. Default: summed from frame 0.
     """
     T = labels.shape[0]
     shape = tuple(labels.shape[1:])
@@ -496,6 +504,8 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     finals = {}
     for kind, orig, init in (("obj", labels, initial[1] if initial else None),
                              ("br", branches, initial[2] if initial else None)):
+        if kind not in kinds:
+            continue
         final = {}
         for t in range(t0 + 1):
             for b in blocks:
@@ -512,14 +522,19 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
                     dsk[k(f"{kind}-carry", t, *b.index)] = (_carry_task, k(f"{kind}-final", t, *b.index), vox)
                 final[(t,) + tuple(b.index)] = k(f"{kind}-final", t, *b.index)
         if params.fill_unmatched:
-            # new ids: base_{t} = max over frames < t of the original ids, summed
-            for t in range(T):
+            # new ids: base_{t} = max over frames < t of the original ids, summed (from frame
+            # t0 on, onto the base given for t0, when there is one)
+            first = 0 if id_base is None else t0
+            for t in range(first, T):
                 dsk[k(f"{kind}-fmax", t)] = (_frame_max_task,
                                              [k(f"{kind}-max", t, *b.index) for b in blocks])
                 for b in blocks:
                     dsk[k(f"{kind}-max", t, *b.index)] = (_max_task, k("voxels", t, *b.index), kind)
-            dsk[k(f"{kind}-base", 1)] = k(f"{kind}-fmax", 0)
-            for t in range(1, T - 1):
+            if id_base is None:
+                dsk[k(f"{kind}-base", 1)] = k(f"{kind}-fmax", 0)
+            else:
+                dsk[k(f"{kind}-base", t0 + 1)] = (_add_task, int(id_base[kind]), k(f"{kind}-fmax", t0))
+            for t in range(first + 1, T - 1):
                 dsk[k(f"{kind}-base", t + 1)] = (_add_task, k(f"{kind}-base", t), k(f"{kind}-fmax", t))
         for t in range(t0, T - 1):
             stop = stop_keys[t] if stop_keys else False
@@ -550,6 +565,7 @@ def build_graph(token: str, labels: Any, branches: Any, rows: Sequence[Any],
     # look-ahead tokens: the predictions and candidates of pair t wait until frame t is
     # reassigned (their votes need it anyway), so one pair of them is alive at a time
     for t in range(t0 + 1, T - 1):
-        dsk[done_key(t)] = (after, [carry_key(kind, t, b.index) for kind in ("obj", "br")
-                                    for b in blocks])
-    return BuiltGraph(_native(dsk, external), finals["obj"], finals["br"], matches_keys, stop_keys)
+        dsk[done_key(t)] = (after, [carry_key(kind, t, b.index) for kind in kinds for b in blocks])
+    next_base = {kind: k(f"{kind}-base", T - 1) for kind in kinds} if params.fill_unmatched and T > 1 else {}
+    return BuiltGraph(_native(dsk, external), finals.get("obj", {}), finals.get("br", {}), matches_keys,
+                      stop_keys, next_base)

@@ -20,6 +20,7 @@ the chunking.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -34,7 +35,8 @@ from ..flow.table import FlowTable
 from .object_vote_block import BlockVotes, apply_decision, decide, landed_votes, vote_table, voxel_majority
 from .object_vote_graph import chain_graph, respect_graph
 
-__all__ = ["object_vote", "respect_objects", "propagate_votes", "object_vote_chain"]
+__all__ = ["object_vote", "respect_objects", "propagate_votes", "object_vote_chain", "object_vote_window",
+           "ObjectVoteWindow"]
 
 
 def _check_share(split_share: Any) -> float:
@@ -249,6 +251,30 @@ def _bound_voxels(flow: FlowTable, spacing: tuple[float, ...], max_displacement_
     return [max_displacement(p, flow.ndim) for p in pairs], pairs
 
 
+@dataclass(frozen=True)
+class ObjectVoteWindow:
+    """The object vote over a window of frames, and its state at the window's last frame.
+
+    Attributes
+    ----------
+    identities : dask array, int32, shape (T, ...)
+        As :func:`object_vote_chain` returns.
+    next_id : Delayed or None
+        Evaluates to the first identity not used by the last frame (int, or None when the
+        chain makes no new identities); None for a window of one frame.
+    ghosts : dask array, int32, spatial shape, or None
+        ``memory``: the votes the last frame carries for identities no object took
+        (0 elsewhere); None without ``memory`` or for a window of one frame.
+
+    A later window started from the last frame with ``initial=(identities[-1], next_id,
+    ghosts)`` continues the chain exactly (see :func:`object_vote_window`).
+    """
+
+    identities: da.Array
+    next_id: Any
+    ghosts: da.Array | None
+
+
 def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share: float = 0.3,
                       start_frame: int = 0, memory: bool = True, near_radius_um: float = 2.0,
                       max_displacement_um: float | None = None) -> da.Array:
@@ -301,6 +327,64 @@ def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share
         On a bad argument, before any work; at compute time when a flow row exceeds
         the bound.
     """
+    return object_vote_window(labels, flow, spacing, split_share=split_share, start_frame=start_frame,
+                              memory=memory, near_radius_um=near_radius_um,
+                              max_displacement_um=max_displacement_um).identities
+
+
+def _check_window_initial(initial: Any, spatial_shape: tuple, chunks: tuple, memory: bool) -> tuple | None:
+    if initial is None:
+        return None
+    try:
+        ident, next_id, ghosts = initial
+    except (TypeError, ValueError):
+        raise InputError("initial must be a tuple (identities, next_id, ghosts): two arrays of the spatial "
+                         f"shape {spatial_shape} (ghosts may be None) and an integer or None") from None
+    if next_id is not None and (isinstance(next_id, bool) or not isinstance(next_id, (int, np.integer))
+                                or next_id < 1):
+        raise InputError(f"initial next_id must be an integer >= 1 or None, got {next_id!r}")
+    out = []
+    for name, a in (("identities", ident), ("ghosts", ghosts)):
+        if a is None:
+            if name == "identities":
+                raise InputError("initial identities must be an array, got None")
+            out.append(None)
+            continue
+        a = da.asarray(a)
+        if tuple(a.shape) != tuple(spatial_shape):
+            raise InputError(f"initial {name} has shape {tuple(a.shape)}; allowed: the spatial shape "
+                             f"{tuple(spatial_shape)}")
+        if not np.issubdtype(a.dtype, np.integer):
+            raise InputError(f"initial {name} has dtype {a.dtype}; allowed: an integer dtype")
+        out.append(a.rechunk(chunks))
+    return out[0], None if next_id is None else int(next_id), out[1] if memory else None
+
+
+def object_vote_window(labels: Any, flow: FlowTable, spacing: Any, *, split_share: float = 0.3,
+                       start_frame: int = 0, memory: bool = True, near_radius_um: float = 2.0,
+                       max_displacement_um: float | None = None,
+                       initial: tuple[Any, int | None, Any] | None = None) -> ObjectVoteWindow:
+    """:func:`object_vote_chain`, started from a given state, with the state of its last frame.
+
+    A long movie can be decided in windows of frames: each window is a (time) slice
+    of the movie starting at the last frame of the window before, with
+    ``initial=(identities of that frame, next_id, ghosts)`` from the window before's
+    :class:`ObjectVoteWindow`. The windows give, frame for frame, the identities of one
+    uninterrupted chain, and the graph of a window does not grow with the movie.
+
+    Parameters
+    ----------
+    labels, flow, spacing, split_share, start_frame, memory, near_radius_um, max_displacement_um
+        As :func:`object_vote_chain`.
+    initial : (identities, next_id, ghosts), optional
+        State of frame ``start_frame``: its identities (spatial array), the first unused
+        identity (int or None) and, with ``memory``, the carried votes (spatial array or
+        None). Default: the frame keeps its own label ids.
+
+    Returns
+    -------
+    ObjectVoteWindow
+    """
     split_share = _check_share(split_share)
     if not isinstance(flow, FlowTable):
         raise InputError(f"flow must be a FlowTable, got {type(flow).__name__}")
@@ -326,10 +410,30 @@ def object_vote_chain(labels: Any, flow: FlowTable, spacing: Any, *, split_share
             lazy.append(p)
         else:
             rows.append(np.asarray(p, dtype=np.float64).reshape(-1, flow.ncols))
+    init = _check_window_initial(initial, tuple(lab.shape[1:]), tuple(lab1.chunks[1:]), bool(memory))
     token = tokenize(lab1.name, [r if isinstance(r, tuple | str) else tokenize(r) for r in rows], s, bound,
-                     split_share, int(start_frame), bool(memory), radius)
+                     split_share, int(start_frame), bool(memory), radius,
+                     None if init is None else (init[0].name, init[1], None if init[2] is None else init[2].name))
     name = f"object-vote-chain-{token}"
+    state = f"object-vote-state-{token}"
+    init_names = None if init is None else {"ident": init[0].name, "next_id": init[1],
+                                            "ghosts": None if init[2] is None else init[2].name}
     dsk = chain_graph(token, lab1, rows, s, bound, split_share=split_share, start_frame=int(start_frame),
-                      memory=bool(memory), near_radius_um=radius, out_name=name)
-    hlg = HighLevelGraph.from_collections(name, dsk, dependencies=[lab1, *lazy])
-    return _as_array(hlg, name, lab, lab1.chunks)
+                      memory=bool(memory), near_radius_um=radius, out_name=name, initial=init_names,
+                      state_name=state)
+    deps = [lab1, *lazy] + ([] if init is None else [a for a in (init[0], init[2]) if a is not None])
+    gname = state + "-ghosts"
+    ghost_keys = {key: dsk.pop(key) for key in [key for key in dsk if isinstance(key, tuple) and key[0] == gname]}
+    hlg = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    ident = _as_array(hlg, name, lab, lab1.chunks)
+    has_state = state + "-next" in dsk
+    next_id = Delayed(state + "-next", hlg, layer=name) if has_state else None
+    ghosts = None
+    if ghost_keys:      # a layer of its own, on the chain's
+        layers = dict(hlg.layers)
+        dependencies = {key: set(v) for key, v in hlg.dependencies.items()}
+        layers[gname] = ghost_keys
+        dependencies[gname] = {name}
+        ghosts = da.Array(HighLevelGraph(layers, dependencies), gname, lab1.chunks[1:], dtype=np.int32,
+                          meta=np.empty((0,) * (lab.ndim - 1), np.int32))
+    return ObjectVoteWindow(ident, next_id, ghosts)

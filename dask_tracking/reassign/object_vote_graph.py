@@ -195,9 +195,19 @@ def _label_reads(labels: Any):
     return lab
 
 
+def _next_id_task(decision) -> int | None:
+    nid = decision.next_id if isinstance(decision, Decision) else decision
+    return None if nid is None else int(nid)
+
+
+def _initial_ident_task(chunk) -> np.ndarray:
+    return np.asarray(to_host(resolve(chunk))).astype(np.int32)
+
+
 def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[float],
                 bound_voxels: Sequence[Sequence[float]], *, split_share: float, start_frame: int, memory: bool,
-                near_radius_um: float, out_name: str) -> dict:
+                near_radius_um: float, out_name: str, initial: dict | None = None,
+                state_name: str | None = None) -> dict:
     """Task dict of :func:`~dask_tracking.reassign.object_vote.object_vote_chain`.
 
     Parameters
@@ -214,6 +224,14 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
         Per pair, the flow vectors' bound per axis, voxels (sets the pair's vote halo).
     out_name : str
         Name of the output layer: keys ``(out_name, t, *block)``.
+    initial : dict, optional
+        The state of frame ``start_frame`` in a longer chain: ``"ident"`` (name of a
+        spatial array of its identities, the chunks of ``labels``), ``"next_id"`` (first
+        unused identity, int or None) and ``"ghosts"`` (name of a spatial array of the
+        votes carried past it, ``memory``; or None). Default: the frame's own ids.
+    state_name : str, optional
+        Also make the state of the last frame: ``state_name + "-next"`` (its next
+        unused identity) and, with ``memory``, ``(state_name + "-ghosts", *block)``.
 
     Returns
     -------
@@ -253,10 +271,18 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
             if t < start_frame:
                 dsk[k("ident", t, *b.index)] = (_zeros_task, tuple(s.stop - s.start for s in b.core))
     t0 = start_frame
-    for b in blocks:
-        dsk[k("ident", t0, *b.index)] = Task(k("ident", t0, *b.index), _init_task, lab(t0, b.index))
-        dsk[k("max", *b.index)] = Task(k("max", *b.index), _max_task, lab(t0, b.index))
-    dsk[k("next", t0)] = (_first_next_task, [k("max", *b.index) for b in blocks])
+    if initial is None:
+        for b in blocks:
+            dsk[k("ident", t0, *b.index)] = Task(k("ident", t0, *b.index), _init_task, lab(t0, b.index))
+            dsk[k("max", *b.index)] = Task(k("max", *b.index), _max_task, lab(t0, b.index))
+        dsk[k("next", t0)] = (_first_next_task, [k("max", *b.index) for b in blocks])
+    else:
+        for b in blocks:
+            dsk[k("ident", t0, *b.index)] = (_initial_ident_task, (initial["ident"],) + tuple(b.index))
+            if memory and initial.get("ghosts") is not None:
+                dsk[k("ghost", t0, *b.index)] = (_initial_ident_task, (initial["ghosts"],) + tuple(b.index))
+        dsk[k("next", t0)] = initial["next_id"]
+    carried = memory and initial is not None and initial.get("ghosts") is not None
     if memory:
         for b in blocks:
             dsk[k("ids", t0, *b.index)] = (_ids_task, k("ident", t0, *b.index))
@@ -268,7 +294,7 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
             dsk[k("pick", t, *b.index)] = (operator.getitem, k("rows", t), i)
             reg, cidx = vote_regions[t][b.index]
             ident = [k("ident", t, *c) for c in cidx]
-            ghost = [k("ghost", t, *c) for c in cidx] if (memory and t > t0) else []
+            ghost = [k("ghost", t, *c) for c in cidx] if (memory and (t > t0 or carried)) else []
             spec = VoteSpec(reg, len(ident), len(ghost), b.core, sp)
             dsk[k("vote", t + 1, *b.index)] = Task(k("vote", t + 1, *b.index), _vote_task, spec,
                                                    TaskRef(k("pick", t, *b.index)), lab(t + 1, b.index),
@@ -292,6 +318,11 @@ def chain_graph(token: str, labels: Any, rows: Sequence[Any], spacing: Sequence[
     for t in range(T):
         for b in blocks:
             dsk[(out_name, t) + b.index] = (_with_t, k("ident", t, *b.index))
+    if state_name is not None and T - 1 > t0:
+        dsk[state_name + "-next"] = (_next_id_task, k("decide", T - 1))
+        if memory:
+            for b in blocks:
+                dsk[(state_name + "-ghosts",) + tuple(b.index)] = k("ghost", T - 1, *b.index)
     return dsk
 
 

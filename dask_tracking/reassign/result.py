@@ -70,17 +70,22 @@ class Reassignment:
         the first pair without candidates on, where Nellie's loop breaks (its
         ``voxel_matches.npy`` then holds only the pairs before). None otherwise.
     params : ReassignParams
+    next_id_base : Delayed or None
+        Default mode (``fill_unmatched``): evaluates to the new-id bases ``(objects,
+        branches)`` of the last frame, the ``id_base`` that continues the chain from it
+        (:func:`~dask_tracking.reassign_labels`). None otherwise.
     """
 
-    labels: da.Array
+    labels: da.Array | None
     branches: da.Array
     matches: list
     stopped: list | None = None
     params: ReassignParams = field(default_factory=ReassignParams)
+    next_id_base: Any = None
 
     def store(self, group: Any, *, compute: bool = False, frames: Sequence[int] | None = None,
               **compute_kwargs: Any):
-        """Write ``labels_reassigned``, ``branches_reassigned`` and ``voxel_matches/<t>``.
+        """Write ``labels_reassigned`` (unless ``labels`` is None), ``branches_reassigned`` and ``voxel_matches/<t>``.
 
         Parameters
         ----------
@@ -100,17 +105,19 @@ class Reassignment:
         Delayed (``compute=False``) or None.
         """
         g = _open_group(group)
-        T = self.labels.shape[0]
+        T = self.branches.shape[0]
         frames = list(range(T)) if frames is None else sorted({int(t) for t in frames})
         bad = [t for t in frames if not 0 <= t < T]
         if bad:
             raise InputError(f"frames must lie in [0, {T - 1}], got {bad}")
-        attrs = {"axes": "TZYX" if self.labels.ndim == 4 else "TYX", "compat": self.params.compat or "fixed",
+        attrs = {"axes": "TZYX" if self.branches.ndim == 4 else "TYX", "compat": self.params.compat or "fixed",
                  "radius_um": self.params.radius_um, "fill_unmatched": self.params.fill_unmatched,
                  "continue_past_empty": self.params.continue_past_empty}
         sources, targets, regions = [], [], []
         for name, arr, what in (("labels_reassigned", self.labels, "object ids carried from frame 0"),
                                 ("branches_reassigned", self.branches, "branch ids carried from frame 0")):
+            if arr is None:     # objects=False: no object chain
+                continue
             if not _is_regular(arr.chunks):
                 arr = arr.rechunk(_regular_chunks(arr))
             zchunks = _regular_chunks(arr)
