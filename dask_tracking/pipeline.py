@@ -321,6 +321,11 @@ def window_frames_checked(window: Any) -> None:
     _frames_per_window(2, 1, window)
 
 
+def _stored(*_: Any) -> None:
+    """After a ``da.store``: nothing to return."""
+    return None
+
+
 def _write_stopped(path: str, t: int, shape: tuple) -> int:
     """Frame ``t`` after Nellie's break: its labels stay 0 (the arrays' fill value), empty matches."""
     from .reassign.vote import match_dtype
@@ -388,7 +393,10 @@ def _chain_windows(ds: TrackingDataset, flow: FlowTable, group: Any, path: str, 
                 gz = group.create_array(ghosts_path(b), shape=ov.ghosts.shape, dtype="int32",
                                         chunks=tuple(group["labels_reassigned"].chunks[1:]), fill_value=0,
                                         overwrite=True)
-                extra["ghosts"] = da.store(ov.ghosts.rechunk(gz.chunks), gz, lock=False, compute=False)
+                # (a Delayed: dask 2026.8 returns da.store's lazy result, an Array, after every Delayed
+                # in dask.compute's results, whatever the order it was given in)
+                extra["ghosts"] = dask.delayed(_stored, pure=False)(
+                    da.store(ov.ghosts.rechunk(gz.chunks), gz, lock=False, compute=False))
         log.info("label chains: frames %d-%d", a, b)
         res = _compute(objs + list(extra.values()), client, progress)
         counts.update(zip((a + t for t in local), (int(c) for c in res[:len(objs)])))
@@ -475,7 +483,7 @@ def run(
         Frames per reassignment graph (>= 2; :mod:`dask_tracking.windows`): the label
         chains are computed window by window, each window starting at the last frame of
         the one before, so a graph's own memory does not grow with the movie. Default:
-        about 1,024 (frame, block) pairs per window, at least 4 frames. Every window size
+        about 512 (frame, block) pairs per window, at least 4 frames. Every window size
         gives the same output.
 
     Returns

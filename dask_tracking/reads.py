@@ -22,7 +22,7 @@ from typing import Any, Hashable
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask._task_spec import DataNode, GraphNode, List, Task, TaskRef
+from dask._task_spec import Alias, DataNode, GraphNode, List, Task, TaskRef
 
 __all__ = ["ChunkReads", "ChunkRead", "after", "resolve"]
 
@@ -88,7 +88,7 @@ class ChunkReads:
             return True
         if not self._tasks:
             return False
-        return self._leaf(self._tasks.get((self.name,) + (0,) * self.array.ndim))
+        return self._leaf(self._stored(self._tasks.get((self.name,) + (0,) * self.array.ndim)))
 
     def node(self, key: tuple) -> GraphNode:
         """The graph node that gives chunk ``key``: a :class:`ChunkRead` (pass the value
@@ -105,10 +105,32 @@ class ChunkReads:
     def _new_node(self, key: tuple) -> GraphNode:
         if self._template is not None:
             return self._template(key[1:])
-        task = self._tasks.get(key) if self._tasks is not None else None
+        task = self._stored(self._tasks.get(key) if self._tasks is not None else None)
         if self._leaf(task):
             return Task(None, _deferred, task.func, *task.args, **task.kwargs)
         return TaskRef(key)
+
+    def _stored(self, task: Any, depth: int = 8) -> Any:
+        """Through aliases to the task they name: a chunk-aligned slice of a stored array
+        (``ds.isel(t=...)``, ``a[3:10]``) is a layer of aliases of the stored chunks' keys."""
+        while isinstance(task, Alias) and depth > 0:
+            target = task.target
+            layer = getattr(self._graph, "layers", {}).get(target[0] if isinstance(target, tuple) else target)
+            if layer is None:
+                return task
+            mapping = getattr(layer, "mapping", None)
+            if mapping is not None:
+                task = mapping.get(target)
+            elif hasattr(layer, "cull"):       # an unmaterialised getter layer: this one block
+                try:
+                    culled, _ = layer.cull({target}, [target])
+                    task = culled[target]
+                except Exception:  # pragma: no cover - a layer type that cannot cull one key
+                    return task
+            else:
+                return task
+            depth -= 1
+        return task
 
     def nodes(self, keys: list) -> List:
         """:meth:`node` of each key, as one list argument of a task."""

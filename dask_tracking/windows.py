@@ -26,8 +26,8 @@ from .dataset import InputError
 __all__ = ["ChainState", "window_frames", "WINDOW_BLOCK_FRAMES", "MIN_WINDOW_FRAMES"]
 
 #: Default window: about this many (frame, block) pairs per graph (the graph then holds
-#: some 70 MB of bookkeeping at most, whatever the number of frames).
-WINDOW_BLOCK_FRAMES = 1024
+#: some 35 MB of bookkeeping at most, whatever the number of frames).
+WINDOW_BLOCK_FRAMES = 512
 #: Fewest frames in a default window (a window of very large frames still spans a few).
 MIN_WINDOW_FRAMES = 4
 

@@ -95,6 +95,23 @@ def test_stored_chunks_read_by_their_tasks(stored):
     assert not ChunkReads(ds.preprocessed.rechunk((1, 12, 64, 64))).inline
 
 
+def test_time_slices_of_stored_chunks_are_read_by_their_tasks(stored):
+    """``ds.isel(t=...)`` (as run's windows of frames do) keeps the reads inside the tasks."""
+    ds = stored[1]
+    for sliced, t in ((ds.isel(t=slice(1, 3)), 1), (ds.isel(t=slice(1, 3)).isel(t=slice(1, 2)), 0)):
+        reads = ChunkReads(sliced.preprocessed)
+        assert reads.inline
+        node = reads.node((sliced.preprocessed.name, t, 0, 1, 2))
+        graph = dict(sliced.preprocessed.__dask_graph__())
+        (dep,) = node.dependencies
+        stored_array = graph[dep]() if isinstance(graph[dep], DataNode) else graph[dep]
+        read = node({dep: stored_array})
+        assert isinstance(read, ChunkRead)
+        np.testing.assert_array_equal(resolve(read), np.asarray(ds.preprocessed[2:3, 0:12, 32:64, 64:96]))
+    # a slice that is not whole chunks is computed: a shared key
+    assert not ChunkReads(ds.preprocessed[:, :, 3:40]).inline
+
+
 @pytest.mark.parametrize("compat", ["nellie", None])
 def test_flow_graph_has_no_shared_input_chunks(stored, compat):
     ds = stored[2]
