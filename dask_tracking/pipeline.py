@@ -5,7 +5,8 @@ Order of work:
 1. checks (arguments, dataset structure, output location) before anything is
    computed or written;
 2. the flow table: computed and persisted first (small, and reassignment's halo
-   depends on its largest displacement), written to ``flow``;
+   depends on its largest displacement), one graph per window of frames (each pair
+   needs only its two frames), written to ``flow``;
 3. optionally the tracks (their tasks write the rows);
 4. the label chains, one ``compute`` per window of frames (:mod:`dask_tracking.windows`:
    the graph of a window does not grow with the movie): per frame, the reassigned
@@ -321,6 +322,28 @@ def window_frames_checked(window: Any) -> None:
     _frames_per_window(2, 1, window)
 
 
+def _flow_windows(ds: TrackingDataset, client: Any, progress: bool, window: Any, **kwargs: Any) -> tuple:
+    """The flow rows of every frame pair, one graph per window of frames (each pair needs only
+    its two frames, so the windows give the rows of one graph; the first column is the movie's
+    frame index). Returns the last window's lazy table (for its attributes) and the rows."""
+    from .flow import estimate_flow
+
+    T = ds.n_frames
+    W = _frames_per_window(T, int(np.prod([len(c) for c in ds.labels.chunks[1:]])), window)
+    pairs: list = []
+    lazy = None
+    for a in range(0, max(T - 1, 1), max(W - 1, 1)):
+        b = min(a + W - 1, T - 1)
+        lazy = estimate_flow(ds.isel(t=slice(a, b + 1)) if (a, b) != (0, T - 1) else ds, **kwargs)
+        if len(lazy.pairs):
+            log.info("flow: frames %d-%d", a, b)
+        for p in _compute(list(lazy.pairs), client, progress):
+            p = np.array(p, dtype=np.float64).reshape(-1, lazy.ncols)
+            p[:, 0] += a                         # the window's pair index -> the movie's
+            pairs.append(p)
+    return lazy, pairs
+
+
 def _stored(*_: Any) -> None:
     """After a ``da.store``: nothing to return."""
     return None
@@ -521,8 +544,6 @@ def run(
         raise InputError(
             f"track_start_frame must be below the number of frames ({ds.n_frames}), got {track_start_frame}"
         )
-    from .flow import estimate_flow
-
     write_label_tracks = None
     if tracks:
         from .tracks import write_label_tracks
@@ -558,16 +579,16 @@ def run(
         if flow is not None:
             log.info("flow: given")
             lazy = flow
+            pairs = list(lazy.pairs)
+            todo = [i for i, p in enumerate(pairs) if dask.is_dask_collection(p)]
+            for i, v in zip(todo, _compute([pairs[i] for i in todo], client, progress)):
+                pairs[i] = v
         else:
             log.info("flow: estimating (max_distance_um=%g um/s)", max_distance_um)
-            lazy = estimate_flow(ds, max_distance_um=max_distance_um, compat=compat, mode=flow_mode,
-                                 **acc.flow_kwargs())
-        pairs = list(lazy.pairs)
-        todo = [i for i, p in enumerate(pairs) if dask.is_dask_collection(p)]
-        for i, v in zip(todo, _compute([pairs[i] for i in todo], client, progress)):
-            pairs[i] = v
+            lazy, pairs = _flow_windows(ds, client, progress, window_frames, max_distance_um=max_distance_um,
+                                        compat=compat, mode=flow_mode, **acc.flow_kwargs())
         pairs = [np.asarray(p, dtype=np.float64).reshape(-1, lazy.ncols) for p in pairs]
-        flow = FlowTable(pairs, lazy.ndim, lazy.n_frames, lazy.attrs)
+        flow = FlowTable(pairs, lazy.ndim, ds.n_frames, lazy.attrs)
         flow.to_zarr(group, "flow", overwrite=True)
         group.attrs.update({"flow_done": True})
         first = 0

@@ -10,7 +10,9 @@ before the first task runs. ``run`` therefore computes the chains in windows of
 frames: each window is a (time) slice of the movie that starts at the last frame of
 the window before, from the state the window before left (:class:`ChainState`, kept
 in the output store so that a resumed run starts from the last finished window).
-The windows give the bits of one uninterrupted chain.
+The windows give the bits of one uninterrupted chain. The flow is estimated in the
+same windows (each frame pair needs only its own two frames; a window's last frame is
+read again as the next window's first).
 """
 
 from __future__ import annotations
