@@ -9,7 +9,7 @@ output written; dask's threaded scheduler, 2 threads) in a fresh process on the 
 frames of the yeast sample tiled 2 x 2 and stored in small chunks (17 x 64 x 64: 54 blocks a
 frame, the block count of the 8 x 8 tiles), and samples its peak memory. ``one`` computes the
 label chains as one graph over all frames (``window_frames=N``, what ``run`` did before
-windows); ``auto`` uses ``run``'s default windows (about 1,024 frame-blocks: 19 frames here);
+windows); ``auto`` uses ``run``'s default windows (about 2,048 frame-blocks: 38 frames here);
 a number is that many frames per window. Every point checks that its reassigned labels and
 branches equal those of the ``one`` run of the same frames.
 

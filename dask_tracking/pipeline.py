@@ -506,7 +506,7 @@ def run(
         Frames per reassignment graph (>= 2; :mod:`dask_tracking.windows`): the label
         chains are computed window by window, each window starting at the last frame of
         the one before, so a graph's own memory does not grow with the movie. Default:
-        about 512 (frame, block) pairs per window, at least 4 frames. Every window size
+        about 2,048 (frame, block) pairs per window, at least 4 frames. Every window size
         gives the same output.
 
     Returns

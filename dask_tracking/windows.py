@@ -28,8 +28,9 @@ from .dataset import InputError
 __all__ = ["ChainState", "window_frames", "WINDOW_BLOCK_FRAMES", "MIN_WINDOW_FRAMES"]
 
 #: Default window: about this many (frame, block) pairs per graph (the graph then holds
-#: some 35 MB of bookkeeping at most, whatever the number of frames).
-WINDOW_BLOCK_FRAMES = 512
+#: some 150-250 MB of bookkeeping at most, whatever the number of frames: 38 frames of 54 blocks,
+#: 1,024 frames of 2; shorter movies are one window and pay nothing for the windows).
+WINDOW_BLOCK_FRAMES = 2048
 #: Fewest frames in a default window (a window of very large frames still spans a few).
 MIN_WINDOW_FRAMES = 4
 

@@ -46,7 +46,7 @@ def run(ds, out, **kw):
 
 # ------------------------------------------------------------------------------ the rule
 def test_window_rule():
-    assert window_frames(1000, 54) == -(-WINDOW_BLOCK_FRAMES // 54)        # about 512 frame-blocks
+    assert window_frames(1000, 54) == -(-WINDOW_BLOCK_FRAMES // 54)        # about 2,048 frame-blocks
     assert window_frames(1000, 10_000) == MIN_WINDOW_FRAMES               # huge frames: still a few
     assert window_frames(30, 2) == 30                                     # a short movie: one window
     assert window_frames(30, 2, 7) == 7 and window_frames(5, 2, 7) == 5
