@@ -137,7 +137,7 @@ def _accuracy_choice(value: str | None):
                    "'all', 'none' (the reference method with its bugs fixed) or comma-separated names from "
                    "refine, one_to_one, object_vote, living_tracks.")
 @click.option("--window-frames", type=int, default=None, metavar="N",
-              help="Frames per reassignment graph (>= 2; default: about 2,048 frame-blocks, at least 4 "
+              help="Frames per graph of the flow and the label chains (>= 2; default: about 2,048 frame-blocks, at least 4 "
                    "frames). Same output for every N; a smaller N holds a smaller graph.")
 @click.option("-v", "--verbose", count=True, help="Log what runs (-v info, -vv debug).")
 def run_command(source, output, scale, scheduler, workers, memory_limit, gpu, compat, resume, overwrite,

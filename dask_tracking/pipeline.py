@@ -503,7 +503,7 @@ def run(
         names from ``"refine"``, ``"one_to_one"``, ``"object_vote"``,
         ``"living_tracks"``. Options cannot be asked for with ``compat="nellie"``.
     window_frames : int, optional
-        Frames per reassignment graph (>= 2; :mod:`dask_tracking.windows`): the label
+        Frames per graph (>= 2; :mod:`dask_tracking.windows`): the flow and the label
         chains are computed window by window, each window starting at the last frame of
         the one before, so a graph's own memory does not grow with the movie. Default:
         about 2,048 (frame, block) pairs per window, at least 4 frames. Every window size

@@ -89,6 +89,16 @@ def test_windows_give_the_output_of_one_graph(tmp_path, yeast, one_graph, compat
         assert state.id_base is None and state.next_id is None and not state.stopped
 
 
+def test_windows_on_a_local_cluster(tmp_path, yeast, one_graph, local_cluster_client):
+    """The windows' state (new-id bases, next identity, carried votes written by the workers)
+    crosses processes: a 2-worker LocalCluster gives the one-graph output."""
+    out = tmp_path / "cluster.zarr"
+    res = dt.run(yeast.isel(t=slice(0, N)), out, window_frames=4, client=local_cluster_client)
+    assert res.frames_computed == tuple(range(N))
+    stores_equal(out, one_graph[None])
+    assert ChainState.load(zarr.open_group(str(out), mode="r")).frame == 6
+
+
 def test_nellie_break_across_a_window_end(tmp_path, yeast):
     """A frame without labelled voxels stops Nellie's loop; later windows are not computed."""
     n = 8
