@@ -36,6 +36,7 @@ from .config import gate_radius_um, resolve_compat
 from .dataset import InputError, TrackingDataset, validate
 from .flow.table import FlowTable
 from .io import output as out_store
+from .reads import after
 from .windows import ChainState, drop_old_ghosts, ghosts_path
 from .windows import window_frames as _frames_per_window
 
@@ -322,14 +323,21 @@ def window_frames_checked(window: Any) -> None:
     _frames_per_window(2, 1, window)
 
 
-def _flow_windows(ds: TrackingDataset, client: Any, progress: bool, window: Any, **kwargs: Any) -> tuple:
-    """The flow rows of every frame pair, one graph per window of frames (each pair needs only
-    its two frames, so the windows give the rows of one graph; the first column is the movie's
-    frame index). Returns the last window's lazy table (for its attributes) and the rows."""
+def _frames_per_graph(ds: TrackingDataset, window: Any) -> int:
+    """Frames per window for ``ds`` (:func:`dask_tracking.windows.window_frames`)."""
+    n_blocks = int(np.prod([len(c) for c in ds.labels.chunks[1:]]))
+    W = _frames_per_window(ds.n_frames, n_blocks, window)
+    log.info("windows of %d frames (%d blocks a frame)", W, n_blocks)
+    return W
+
+
+def _flow_windows(ds: TrackingDataset, client: Any, progress: bool, W: int, **kwargs: Any) -> tuple:
+    """The flow rows of every frame pair, one graph per window of ``W`` frames (each pair needs
+    only its two frames, so the windows give the rows of one graph; the first column is the
+    movie's frame index). Returns the last window's lazy table (for its attributes) and the rows."""
     from .flow import estimate_flow
 
     T = ds.n_frames
-    W = _frames_per_window(T, int(np.prod([len(c) for c in ds.labels.chunks[1:]])), window)
     pairs: list = []
     lazy = None
     for a in range(0, max(T - 1, 1), max(W - 1, 1)):
@@ -344,11 +352,6 @@ def _flow_windows(ds: TrackingDataset, client: Any, progress: bool, window: Any,
     return lazy, pairs
 
 
-def _stored(*_: Any) -> None:
-    """After a ``da.store``: nothing to return."""
-    return None
-
-
 def _write_stopped(path: str, t: int, shape: tuple) -> int:
     """Frame ``t`` after Nellie's break: its labels stay 0 (the arrays' fill value), empty matches."""
     from .reassign.vote import match_dtype
@@ -359,23 +362,21 @@ def _write_stopped(path: str, t: int, shape: tuple) -> int:
 
 
 def _chain_windows(ds: TrackingDataset, flow: FlowTable, group: Any, path: str, compat: Any, acc: Any,
-                   first: int, resumed: bool, client: Any, progress: bool, window: Any) -> tuple[dict, list]:
-    """Compute and write frames ``first ..`` of the label chains, one window of frames at a time.
+                   first: int, resumed: bool, client: Any, progress: bool, W: int) -> tuple[dict, list]:
+    """Compute and write frames ``first ..`` of the label chains, one window of ``W`` frames at a time.
 
     Returns the labelled-voxel count of each frame written, and those frames.
     """
     from .reassign import reassign_labels
 
     T = ds.n_frames
-    n_blocks = int(np.prod([len(c) for c in ds.labels.chunks[1:]]))
-    W = _frames_per_window(T, n_blocks, window)
     state = ChainState.load(group) if resumed else None
     if state is not None and state.frame >= first:
         state = None                      # not a finished window's end: start again from frame 0
     a = 0 if state is None else state.frame
     counts: dict = {}
     written: list[int] = []
-    log.info("label chains: windows of %d frames (%d blocks a frame), from frame %d", W, n_blocks, a)
+    log.info("label chains: from frame %d", a)
     while True:
         if state is not None and state.stopped:     # Nellie's loop broke before: nothing more to compute
             for t in range(max(a + 1, first), T):
@@ -418,7 +419,7 @@ def _chain_windows(ds: TrackingDataset, flow: FlowTable, group: Any, path: str, 
                                         overwrite=True)
                 # (a Delayed: dask 2026.8 returns da.store's lazy result, an Array, after every Delayed
                 # in dask.compute's results, whatever the order it was given in)
-                extra["ghosts"] = dask.delayed(_stored, pure=False)(
+                extra["ghosts"] = dask.delayed(after, pure=False)(
                     da.store(ov.ghosts.rechunk(gz.chunks), gz, lock=False, compute=False))
         log.info("label chains: frames %d-%d", a, b)
         res = _compute(objs + list(extra.values()), client, progress)
@@ -585,7 +586,8 @@ def run(
                 pairs[i] = v
         else:
             log.info("flow: estimating (max_distance_um=%g um/s)", max_distance_um)
-            lazy, pairs = _flow_windows(ds, client, progress, window_frames, max_distance_um=max_distance_um,
+            lazy, pairs = _flow_windows(ds, client, progress, _frames_per_graph(ds, window_frames),
+                                        max_distance_um=max_distance_um,
                                         compat=compat, mode=flow_mode, **acc.flow_kwargs())
         pairs = [np.asarray(p, dtype=np.float64).reshape(-1, lazy.ncols) for p in pairs]
         flow = FlowTable(pairs, lazy.ndim, ds.n_frames, lazy.attrs)
@@ -611,7 +613,7 @@ def run(
     frames: list[int] = []
     if first < T:
         counts, frames = _chain_windows(ds, flow, group, str(path), compat, acc, first, resumed, client,
-                                        progress, window_frames)
+                                        progress, _frames_per_graph(ds, window_frames))
     missing = [t for t in range(T) if t not in counts]
     if missing:
         stored = da.from_zarr(group["labels_reassigned"])
